@@ -1,0 +1,217 @@
+"""The ``distgan`` command line: train | config | shards | sample | export.
+
+Every user mistake ends in one line on stderr that names the file, key or value and what to do,
+and a non-zero exit (2 for configuration mistakes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_RECIPE = "digits-cdcgan"
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"distgan: error: {message}", file=sys.stderr)
+    return code
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from distgan.config import load_config
+    from distgan.engine.trainer import train
+
+    recipe, overrides = _split_recipe(args.recipe, args.overrides)
+    cfg = load_config(recipe, overrides)
+    run_dir = train(cfg)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"distgan: finished; run folder: {run_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from distgan.config import load_config, to_yaml
+
+    recipe, overrides = _split_recipe(args.recipe, args.overrides)
+    if args.list:
+        from distgan.config import recipe_names
+
+        print("\n".join(recipe_names()))
+        return 0
+    print(to_yaml(load_config(recipe, overrides)), end="")
+    return 0
+
+
+def cmd_shards(args: argparse.Namespace) -> int:
+    from distgan.data.sources import SOURCES
+
+    manifest = SOURCES[args.source].convert(args)
+    counts = [s["count"] for s in manifest["shards"]]
+    print(
+        f"distgan: wrote {manifest['total']} samples in {len(counts)} shards "
+        f"({min(counts)}–{max(counts)} each) to {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _load_generator(ckpt_path: str, which: str):
+    """(recipe, generator) rebuilt from a checkpoint alone (no shards needed)."""
+    from distgan.config import validate
+    from distgan.data.stream import DatasetInfo
+    from distgan.engine import checkpoint as ckpt
+    from distgan.recipes import get_recipe
+
+    state = ckpt.load(ckpt_path)
+    cfg = validate(state["config"])
+    recipe = get_recipe(cfg.family)(cfg, DatasetInfo(**state["data_info"]))
+    models = recipe.build_models()
+    name = which if which in state["models"] else recipe.ema_of
+    G = models[recipe.ema_of]
+    G.load_state_dict(state["models"][name])
+    return recipe, G.eval(), state, cfg
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from torchvision.utils import save_image
+
+    recipe, G, _, _ = _load_generator(args.ckpt, "G_ema" if not args.raw else "G")
+    classes = recipe.data.num_classes if getattr(recipe.hp, "conditional", False) else 0
+    if args.label is not None and not classes:
+        return _fail("--label: this model is not class-conditional", 2)
+    if args.label is not None and not 0 <= args.label < classes:
+        return _fail(f"--label {args.label}: valid labels are 0–{classes - 1}", 2)
+    generator = torch.Generator().manual_seed(args.seed)
+    labels = None
+    if classes:
+        labels = (
+            torch.full((args.n,), args.label)
+            if args.label is not None
+            else torch.arange(args.n) % classes
+        )
+    with torch.no_grad():
+        images = recipe.generate(G, args.n, generator, labels).float()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        uint8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        arrays = {"images": uint8.permute(0, 2, 3, 1).numpy()}
+        if labels is not None:
+            arrays["labels"] = labels.numpy().astype(np.int64)
+        np.savez_compressed(out, **arrays)
+    elif out.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        nrow = classes if (classes and args.label is None) else max(1, int(args.n**0.5))
+        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+    else:
+        return _fail(f"--out {out}: use a .png (grid) or .npz (arrays) file name", 2)
+    print(f"distgan: wrote {args.n} samples to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    recipe, G, state, cfg = _load_generator(args.ckpt, "G_ema")
+    tensors = {}
+    for name in (f"{recipe.ema_of}_ema", recipe.ema_of):
+        for key, value in state["models"].get(name, {}).items():
+            tensors[f"{name}.{key}"] = value.contiguous()
+    metadata = {
+        "format": "distgan-generator/1",
+        "family": cfg.family,
+        "recipe": cfg.name,
+        "step": str(state["step"]),
+        "hparams": json.dumps(getattr(G, "hparams", {})),
+        "data_info": json.dumps(state["data_info"]),
+        "config": json.dumps(state["config"]),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out), metadata=metadata)
+    print(f"distgan: exported {len(tensors)} tensors to {out}", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _split_recipe(recipe: str | None, overrides: list[str]) -> tuple[str, list[str]]:
+    """``distgan train train.steps=5`` means the default recipe with an override."""
+    if recipe is not None and "=" in recipe:
+        return DEFAULT_RECIPE, [recipe, *overrides]
+    return recipe or DEFAULT_RECIPE, overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from distgan import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="distgan", description="Train GANs on one CPU or across many GPUs and nodes."
+    )
+    parser.add_argument("--version", action="version", version=f"distgan {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a recipe (default: digits-cdcgan)")
+    p.add_argument("recipe", nargs="?", help="recipe name or YAML path")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=100 run.dir=runs/x")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("config", help="print a recipe's resolved config as YAML")
+    p.add_argument("recipe", nargs="?", help="recipe name or YAML path")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--list", action="store_true", help="list the shipped recipes")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("shards", help="convert a data set into WebDataset shards")
+    shard_sub = p.add_subparsers(dest="source", required=True)
+    from distgan.data.sources import SOURCES
+
+    for name, module in SOURCES.items():
+        sp = shard_sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        sp.add_argument("--out", required=True, help="output folder")
+        module.add_arguments(sp)
+    p.set_defaults(func=cmd_shards)
+
+    p = sub.add_parser("sample", help="draw samples from a checkpoint")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--label", type=int, default=None, help="class index (conditional models)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--raw", action="store_true", help="use G instead of its EMA")
+    p.add_argument("--out", required=True, help=".png grid or .npz uint8 arrays")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("export", help="write the generator weights as safetensors")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--out", required=True, help="FILE.safetensors")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from distgan.config import ConfigError
+    from distgan.data.shards import ShardError
+    from distgan.engine.checkpoint import CheckpointError
+    from distgan.engine.runtime import LaunchError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        return _fail(str(err), 2)
+    except (ShardError, CheckpointError, LaunchError) as err:
+        return _fail(str(err), 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Typed run configuration: named YAML recipes + dotted command-line overrides.
+
+A recipe file (``distgan/configs/<name>.yaml``) is validated against :class:`Config`. The
+``model`` section belongs to the GAN family (``family: dcgan`` → ``distgan/recipes/dcgan.py``),
+which validates it with its own schema, so adding a family never touches this file.
+
+Every mistake becomes a :class:`ConfigError` whose message names the offending key and the
+allowed values; the CLI prints it as one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A user mistake in a recipe name, key or value (exit code 2)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(_Section):
+    dir: str = Field("runs/{name}", description="run folder; {name} is the recipe name")
+    keep_last: int = Field(3, ge=1, description="checkpoints kept in run.dir/checkpoints")
+
+
+class DataConfig(_Section):
+    shards: str = Field(..., description="folder with WebDataset *.tar shards + manifest.json")
+    num_workers: int = Field(2, ge=0, description="data-loader worker processes per rank")
+    shuffle_buffer: int = Field(1000, ge=1, description="samples held for shuffling per worker")
+    verify: bool = Field(False, description="check every shard's sha256 against the manifest")
+
+
+class TrainConfig(_Section):
+    steps: int = Field(..., ge=1, description="optimizer steps of the generator schedule")
+    batch_size: int = Field(64, ge=1, description="per process; global = this × processes")
+    seed: int = 0
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    lr_g: float = Field(2e-4, gt=0)
+    lr_d: float = Field(2e-4, gt=0)
+    betas_g: tuple[float, float] = (0.5, 0.999)
+    betas_d: tuple[float, float] = (0.5, 0.999)
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of G; 0 copies G every step")
+    checkpoint_every: int = Field(500, ge=1)
+    num_processes: int | None = Field(
+        None, ge=1, description="expected world size; default: what the launcher asked for"
+    )
+
+
+class LossConfig(_Section):
+    adversarial: Literal["nonsaturating"] = "nonsaturating"
+    real_label: float = Field(1.0, gt=0, le=1, description="one-sided label smoothing, e.g. 0.9")
+
+
+class LogConfig(_Section):
+    wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
+    project: str = "distgan"
+    every: int = Field(25, ge=1, description="scalar logging interval in steps")
+    sample_every: int = Field(250, ge=1, description="sample-grid interval in steps")
+    samples_per_class: int = Field(10, ge=1, description="grid columns (one row per class)")
+
+
+class Config(_Section):
+    name: str = Field(..., description="recipe name")
+    family: str = Field(..., description="GAN family: a module in distgan/recipes/")
+    run: RunConfig = RunConfig()
+    data: DataConfig
+    train: TrainConfig
+    loss: LossConfig = LossConfig()
+    log: LogConfig = LogConfig()
+    model: dict[str, Any] = Field(default_factory=dict, description="family-specific networks")
+    resume: str = Field("auto", description="auto | never | PATH to a checkpoint")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.dir.format(name=self.name))
+
+
+# --------------------------------------------------------------------------- recipes by name
+
+
+def recipe_names() -> list[str]:
+    files = resources.files("distgan") / "configs"
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_recipe(name: str) -> dict[str, Any]:
+    path = Path(name)
+    if name.endswith((".yaml", ".yml")) and path.exists():
+        text = path.read_text()
+    else:
+        names = recipe_names()
+        if name not in names:
+            hint = difflib.get_close_matches(name, names, n=1)
+            maybe = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(
+                f"unknown recipe '{name}'{maybe}; valid recipes: {', '.join(names)} "
+                "(or a path to a .yaml file)"
+            )
+        text = (resources.files("distgan") / "configs" / f"{name}.yaml").read_text()
+    raw = yaml.safe_load(text) or {}
+    raw.setdefault("name", path.stem if name.endswith((".yaml", ".yml")) else name)
+    return raw
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"'{dotted}': '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings; values are parsed as YAML scalars (``1e-4``, ``true``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.steps=100)")
+        key, text = item.split("=", 1)
+        if not key:
+            raise ConfigError(f"override '{item}' has an empty key")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Valid key names at ``loc`` inside ``model`` (for error messages)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def format_validation_error(err: ValidationError, schema: type[BaseModel], prefix: str = "") -> str:
+    """The first error of a pydantic validation, as one line naming the key and the choices."""
+    first = err.errors()[0]
+    loc = first["loc"]
+    key = prefix + ".".join(str(p) for p in loc)
+    if first["type"] == "extra_forbidden":
+        valid = _fields_of(schema, loc)
+        hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        maybe = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"unknown key '{key}'{maybe}; valid keys here: {', '.join(valid)}"
+    if first["type"] == "missing":
+        return f"missing key '{key}'"
+    given = first.get("input")
+    return f"bad value for '{key}': {given!r} — {first['msg']}"
+
+
+def validate(raw: dict[str, Any]) -> Config:
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, Config)) from None
+    # The family validates (and fills defaults of) its own `model` section.
+    from distgan.recipes import get_recipe
+
+    recipe = get_recipe(cfg.family)
+    try:
+        model = recipe.ModelConfig.model_validate(cfg.model)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, recipe.ModelConfig, "model.")) from None
+    cfg.model = model.model_dump()
+    return cfg
+
+
+def load_config(recipe: str, overrides: list[str] | None = None) -> Config:
+    """Resolve a recipe name (or YAML path) plus overrides into a validated :class:`Config`."""
+    raw = _read_recipe(recipe)
+    apply_overrides(raw, overrides or [])
+    return validate(raw)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

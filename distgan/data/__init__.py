@@ -1,0 +1,1 @@
+"""Data: shard writing (shards.py), converters (sources/), the resumable stream (stream.py)."""

@@ -1,0 +1,1 @@
+"""The generic training engine: runtime (devices, precision), checkpoints, EMA, logging, loop."""

@@ -1,0 +1,196 @@
+"""What a person watches: the console progress, W&B, sample grids and a loss curve (rank 0 only).
+
+* Console: a rich progress bar on a terminal; plain lines every ``log.every`` steps otherwise
+  (CI logs, SLURM output files).
+* W&B: ``auto`` = online when logged in, else offline (with a hint about ``wandb sync``); the
+  run id lives in the checkpoint, so a resumed run continues the same W&B run.
+* Files in ``run.dir``: ``metrics.jsonl`` (every logged scalar), ``samples/step-XXXXXXXX.png``
+  and, at the end, ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torchvision.utils import make_grid, save_image
+
+log = logging.getLogger("distgan")
+
+
+def setup_console_logging(rank: int) -> None:
+    level = logging.INFO if rank == 0 else logging.WARNING
+    logging.basicConfig(
+        level=level, format=f"[distgan r{rank}] %(message)s", stream=sys.stderr, force=True
+    )
+
+
+def resolve_wandb_mode(setting: str) -> tuple[str, str | None]:
+    """(mode, hint) for ``log.wandb``; ``WANDB_MODE`` in the environment wins over ``auto``."""
+    if setting != "auto":
+        return setting, None
+    env = os.environ.get("WANDB_MODE")
+    if env in ("online", "offline", "disabled"):
+        return env, None
+    from distgan.engine.wandb_offline import logged_in
+
+    if logged_in():
+        return "online", None
+    return "offline", (
+        "W&B: not logged in, logging offline; upload later with `wandb sync <run.dir>/wandb/"
+        "offline-run-*` (or `wandb login` before training)"
+    )
+
+
+class RunLogger:
+    """Rank 0's view of a run; on other ranks every method is a no-op."""
+
+    def __init__(
+        self,
+        *,
+        active: bool,
+        run_dir: Path,
+        total_steps: int,
+        start_step: int,
+        config: dict[str, Any],
+        wandb_setting: str,
+        wandb_project: str,
+        wandb_id: str | None,
+        every: int,
+    ) -> None:
+        self.active = active
+        self.run_dir = run_dir
+        self.every = every
+        self.wandb_run = None
+        self.wandb_id = wandb_id
+        self._progress: Progress | None = None
+        self._task = None
+        self._last_time = time.perf_counter()
+        self._last_images = 0
+        if not active:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        mode, hint = resolve_wandb_mode(wandb_setting)
+        if mode != "disabled":
+            self._start_wandb(mode, wandb_project, config)
+        if hint:
+            log.info(hint)
+        if sys.stderr.isatty():
+            self._progress = Progress(
+                TextColumn("step {task.completed}/{task.total}"),
+                BarColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._task = self._progress.add_task(
+                "train", total=total_steps, completed=start_step, stats=""
+            )
+            self._progress.start()
+
+    def _start_wandb(self, mode: str, project: str, config: dict[str, Any]) -> None:
+        import wandb
+        from wandb.sdk.lib.runid import generate_id
+
+        if self.wandb_id is None:
+            self.wandb_id = generate_id()
+        self.wandb_run = wandb.init(
+            project=project,
+            name=config.get("name"),
+            dir=str(self.run_dir),
+            id=self.wandb_id,
+            resume="allow",
+            mode=mode,
+            config=config,
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+
+    # -- scalars
+    def scalars(self, step: int, images_seen: int, values: dict[str, float]) -> None:
+        if not self.active:
+            return
+        now = time.perf_counter()
+        rate = (images_seen - self._last_images) / max(now - self._last_time, 1e-9)
+        self._last_time, self._last_images = now, images_seen
+        record = {"step": step, "images": images_seen, "img_per_s": round(rate, 1), **values}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log({**values, "images": images_seen, "img_per_s": rate}, step=step)
+        text = _format_stats(values, rate)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, stats=text)
+        else:
+            log.info("step %d  %s", step, text)
+
+    def advance(self, step: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step)
+
+    # -- images
+    def grid(self, step: int, images: torch.Tensor, nrow: int) -> Path | None:
+        if not self.active:
+            return None
+        grid = make_grid(images.float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))
+        path = self.run_dir / "samples" / f"step-{step:08d}.png"
+        save_image(grid, path)
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({"samples": wandb.Image(str(path), caption=f"step {step}")}, step=step)
+        return path
+
+    def close(self) -> None:
+        if not self.active:
+            return
+        if self._progress is not None:
+            self._progress.stop()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+        plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+
+
+def _format_stats(values: dict[str, float], rate: float) -> str:
+    short = {
+        "loss/D": "D", "loss/G": "G", "D/acc_real": "D(x)✓", "D/acc_fake": "D(G(z))✓",
+    }
+    parts = [f"{short.get(k, k)} {v:.3f}" for k, v in values.items() if k in short]
+    return "  ".join([*parts, f"{rate:.0f} img/s"])
+
+
+def plot_losses(metrics_file: Path, out: Path) -> None:
+    """Loss curves from ``metrics.jsonl`` (a resumed run's repeated steps: the last one wins)."""
+    if not metrics_file.is_file():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_step: dict[int, dict[str, float]] = {}
+    for line in metrics_file.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_step[record["step"]] = record
+    steps = sorted(by_step)
+    keys = sorted({k for r in by_step.values() for k in r if k.startswith("loss/")})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in keys:
+        points = [(s, by_step[s][key]) for s in steps if key in by_step[s]]
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,125 @@
+"""Processes, devices and precision: everything that differs between a laptop CPU and a cluster.
+
+* One process per device, started by ``accelerate launch`` (or ``torchrun``, or plainly).
+* On a machine without CUDA, several processes use gloo (``Accelerator(cpu=True)``); the
+  world size actually seen is checked against the one the launcher asked for, because
+  ``accelerate launch --cpu --num_processes 2`` silently starts ONE process, and
+  ``torchrun``/``--multi_gpu`` without CPU mode starts N processes that each think they are alone.
+* Precision: fp32, bf16 autocast (CPU and CUDA), fp16 autocast + one GradScaler per optimizer
+  (CUDA only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+from distgan.config import Config, ConfigError
+
+log = logging.getLogger("distgan")
+
+
+class LaunchError(RuntimeError):
+    """The processes started are not the ones that were asked for."""
+
+
+def requested_world_size(cfg: Config) -> int | None:
+    """What the user or launcher asked for: ``train.num_processes``, else the launcher's env."""
+    if cfg.train.num_processes:
+        return cfg.train.num_processes
+    for var in ("WORLD_SIZE", "ACCELERATE_NUM_PROCESSES"):
+        if os.environ.get(var):
+            return int(os.environ[var])
+    return None
+
+
+CPU_TRAP = (
+    "`accelerate launch --cpu --num_processes N` starts only ONE process (accelerate 1.15); on a "
+    "CPU-only machine use `accelerate launch --config_file launch/cpu-2proc.yaml -m distgan "
+    "train …` (or ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m distgan train …)"
+)
+
+
+def _fell_into_cpu_trap() -> bool:
+    """accelerate's --cpu launcher sets MASTER_ADDR only when asked for several processes, yet
+    starts one process without WORLD_SIZE: that combination is the trap."""
+    env = os.environ
+    return bool(env.get("ACCELERATE_USE_CPU")) and "MASTER_ADDR" in env and "WORLD_SIZE" not in env
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    if _fell_into_cpu_trap():
+        raise LaunchError(CPU_TRAP)
+    cpu = not torch.cuda.is_available()
+    kwargs = [
+        # Never static_graph: it silently gives wrong critic gradients with gradient penalties.
+        DistributedDataParallelKwargs(static_graph=False, broadcast_buffers=True),
+        # A dead rank must not hang the others forever.
+        InitProcessGroupKwargs(timeout=timedelta(minutes=10)),
+    ]
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=kwargs)
+    asked = requested_world_size(cfg)
+    seen = accelerator.num_processes
+    if asked is not None and asked != seen:
+        raise LaunchError(
+            f"{asked} processes were asked for but this process sees a world of {seen} "
+            f"(distributed type {accelerator.distributed_type.value}). {CPU_TRAP}"
+        )
+    return accelerator
+
+
+def describe(accelerator: Accelerator) -> str:
+    backend = "none"
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        backend = torch.distributed.get_backend()
+    return (
+        f"rank {accelerator.process_index}/{accelerator.num_processes} "
+        f"backend={backend} device={accelerator.device} "
+        f"type={accelerator.distributed_type.value} threads={torch.get_num_threads()}"
+    )
+
+
+class Precision:
+    """Autocast + gradient scaling for one training run."""
+
+    DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, mode: str, device: torch.device, optimizer_names: list[str]) -> None:
+        if mode == "fp16" and device.type != "cuda":
+            raise ConfigError(
+                "train.precision=fp16 needs a CUDA GPU (GradScaler); use train.precision=bf16 "
+                "or no on CPU"
+            )
+        if mode == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("train.precision=bf16: this GPU has no bf16; use fp16")
+        self.mode = mode
+        self.device = device
+        self.dtype = self.DTYPES[mode]
+        use_scaler = mode == "fp16"
+        self.scalers = {
+            name: torch.amp.GradScaler(device.type, enabled=use_scaler) for name in optimizer_names
+        }
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        if self.dtype is None:
+            yield
+        else:
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                yield
+
+    def backward(self, loss: torch.Tensor, name: str) -> None:
+        self.scalers[name].scale(loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, name: str) -> None:
+        """Optimizer step (skipped by the scaler on inf/NaN gradients under fp16)."""
+        scaler = self.scalers[name]
+        scaler.step(optimizer)
+        scaler.update()

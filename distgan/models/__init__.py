@@ -1,0 +1,1 @@
+"""Networks. Each carries its own hyper-parameters in ``hparams`` (used by ``distgan export``)."""

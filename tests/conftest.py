@@ -1,0 +1,113 @@
+"""Shared helpers: run distgan as users do (real subprocesses, real accelerate launch)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARDS = ROOT / "shards" / "digits"
+
+# A tiny digits model: fast enough for tests, the same code path as the default job.
+TINY = [
+    f"data.shards={SHARDS}",
+    "model.g_width=8",
+    "model.d_width=8",
+    "model.z_dim=16",
+    "model.embed_dim=8",
+    "train.batch_size=16",
+    "log.every=5",
+    "log.sample_every=10",
+    "log.samples_per_class=4",
+]
+
+
+def env_for_tests() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("WANDB_API_KEY", None)
+    env["WANDB_MODE"] = "offline"  # never reach the network, whatever the recipe says
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def distgan_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "distgan", *args]
+
+
+def launch_cmd(processes: int, *args: str) -> list[str]:
+    """The documented command: 1 process plainly, N through accelerate with launch/cpu-2proc."""
+    if processes == 1:
+        return distgan_cmd(*args)
+    assert processes == 2, "launch/cpu-2proc.yaml starts 2 processes"
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    config = str(ROOT / "launch" / "cpu-2proc.yaml")
+    return [accelerate, "launch", "--config_file", config, "-m", "distgan", *args]
+
+
+def run(cmd: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env_for_tests(), capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant (torchrun starts workers in their own sessions)."""
+    parent = psutil.Process(pid)
+    for proc in [*parent.children(recursive=True), parent]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGKILL)
+
+
+def run_and_kill_after(cmd: list[str], path: Path, timeout: float = 300) -> str:
+    """Start ``cmd``; SIGKILL its whole process tree once ``path`` exists."""
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env_for_tests(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before {path} appeared:\n{proc.stdout.read()[-6000:]}")
+        if time.monotonic() > deadline:
+            kill_tree(proc.pid)
+            raise AssertionError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.02)
+    kill_tree(proc.pid)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == -signal.SIGKILL, f"expected SIGKILL, got {proc.returncode}"
+    return output
+
+
+def final_weights(run_dir: Path, step: int) -> dict[str, dict[str, torch.Tensor]]:
+    state = torch.load(
+        run_dir / "checkpoints" / f"step-{step:08d}.pt", map_location="cpu", weights_only=True
+    )
+    assert state["step"] == step
+    return state["models"]
+
+
+def assert_bit_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for net in a:
+        assert a[net].keys() == b[net].keys(), net
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs"
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
