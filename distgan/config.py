@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -44,6 +44,11 @@ class TrainConfig(_Section):
     batch_size: int = Field(64, ge=1, description="per process; global = this × processes")
     seed: int = 0
     precision: Literal["no", "bf16", "fp16"] = "no"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # `precision: no` in YAML 1.1 is False
     lr_g: float = Field(2e-4, gt=0)
     lr_d: float = Field(2e-4, gt=0)
     betas_g: tuple[float, float] = (0.5, 0.999)
@@ -133,12 +138,32 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, text = item.split("=", 1)
         if not key:
             raise ConfigError(f"override '{item}' has an empty key")
-        try:
-            value = yaml.safe_load(text) if text else ""
-        except yaml.YAMLError:
-            value = text
-        _set_dotted(tree, key.strip(), value)
+        _set_dotted(tree, key.strip(), parse_value(text))
     return tree
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: int, float, true/false, null, a [list] / {map}, else the string.
+
+    Not plain YAML: YAML 1.1 reads ``no``/``yes``/``on``/``off`` as booleans, but
+    ``train.precision=no`` must stay the string "no".
+    """
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none", "~"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    if text.strip()[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+    return text
 
 
 # --------------------------------------------------------------------------- validation
