@@ -140,6 +140,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from distgan.bench import get_bench
+
+    result = get_bench(args.bench).run(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parsing
 
 
@@ -193,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True)
     p.add_argument("--out", required=True, help="FILE.safetensors")
     p.set_defaults(func=cmd_export)
+
+    from distgan.bench import bench_names, get_bench
+
+    names = bench_names()
+    if names:
+        p = sub.add_parser("bench", help="measure speed (tables; --json for JSON)")
+        bench_sub = p.add_subparsers(dest="bench", required=True)
+        for name in names:
+            module = get_bench(name)
+            bp = bench_sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+            bp.add_argument("--json", action="store_true", help="also print the figures as JSON")
+            module.add_arguments(bp)
+        p.set_defaults(func=cmd_bench)
     return parser
 
 

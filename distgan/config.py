@@ -49,6 +49,7 @@ class TrainConfig(_Section):
     @classmethod
     def _yaml_no(cls, value: Any) -> Any:
         return "no" if value is False else value  # `precision: no` in YAML 1.1 is False
+
     lr_g: float = Field(2e-4, gt=0)
     lr_d: float = Field(2e-4, gt=0)
     betas_g: tuple[float, float] = (0.5, 0.999)
@@ -134,7 +135,9 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply ``key.sub=value`` strings; values are parsed as YAML scalars (``1e-4``, ``true``)."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.steps=100)")
+            raise ConfigError(
+                f"override '{item}' is not of the form key=value (e.g. train.steps=100)"
+            )
         key, text = item.split("=", 1)
         if not key:
             raise ConfigError(f"override '{item}' has an empty key")

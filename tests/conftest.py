@@ -75,7 +75,11 @@ def kill_tree(pid: int) -> None:
 def run_and_kill_after(cmd: list[str], path: Path, timeout: float = 300) -> str:
     """Start ``cmd``; SIGKILL its whole process tree once ``path`` exists."""
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env_for_tests(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cmd,
+        cwd=ROOT,
+        env=env_for_tests(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     deadline = time.monotonic() + timeout

@@ -83,7 +83,8 @@ def test_truncated_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     # resume=auto skips a broken newest checkpoint (with a warning) and uses the one before it.
     (run_dir / "checkpoints" / "step-00000003.pt").write_bytes(broken.read_bytes())
-    proc = run(distgan_cmd("train", *TINY, f"run.dir={run_dir}", "train.steps=4",
-                           "log.wandb=disabled"))
+    proc = run(
+        distgan_cmd("train", *TINY, f"run.dir={run_dir}", "train.steps=4", "log.wandb=disabled")
+    )
     assert "skipping checkpoint" in proc.stderr and "resumed from" in proc.stderr
     assert "step-00000002.pt at step 2" in proc.stderr

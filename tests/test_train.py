@@ -28,8 +28,14 @@ EVERY = 10
 
 def train_args(run_dir: Path, *extra: str) -> list[str]:
     return [
-        "train", "digits-cdcgan", *TINY, f"run.dir={run_dir}", f"train.steps={STEPS}",
-        f"train.checkpoint_every={EVERY}", "train.seed=3", *extra,
+        "train",
+        "digits-cdcgan",
+        *TINY,
+        f"run.dir={run_dir}",
+        f"train.steps={STEPS}",
+        f"train.checkpoint_every={EVERY}",
+        "train.seed=3",
+        *extra,
     ]
 
 
@@ -66,7 +72,8 @@ def test_run_folder_wandb_sample_export(tmp_path: Path) -> None:
     # The run folder: config, checkpoints (keep-last 3), sample grids, metrics and loss plot.
     assert (run_dir / "config.yaml").read_text().startswith("name: digits-cdcgan")
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        "step-00000010.pt", "step-00000020.pt",
+        "step-00000010.pt",
+        "step-00000020.pt",
     ]
     assert (run_dir / "samples" / "step-00000020.png").stat().st_size > 0
     assert (run_dir / "loss.png").stat().st_size > 0

@@ -170,8 +170,10 @@ class ShardStream(IterableDataset):
             except Exception as err:  # a corrupt image must not stop a long run
                 bad += 1
                 log.warning(
-                    "skipping sample '%s' in shard '%s': %s", raw.get("__key__"),
-                    raw.get("__shard__"), err,
+                    "skipping sample '%s' in shard '%s': %s",
+                    raw.get("__key__"),
+                    raw.get("__shard__"),
+                    err,
                 )
                 continue
             if len(pending) == self.batch_size:
@@ -275,7 +277,8 @@ class ResumableLoader:
             what = ", ".join(f"{k} {old}→{new}" for k, (old, new) in changed.items())
             log.warning(
                 "data position not restored exactly (%s changed since the checkpoint); "
-                "the stream restarts from the beginning", what,
+                "the stream restarts from the beginning",
+                what,
             )
             return
         self.consumed = list(state["consumed"])

@@ -146,7 +146,9 @@ class RunLogger:
         if self.wandb_run is not None:
             import wandb
 
-            self.wandb_run.log({"samples": wandb.Image(str(path), caption=f"step {step}")}, step=step)
+            self.wandb_run.log(
+                {"samples": wandb.Image(str(path), caption=f"step {step}")}, step=step
+            )
         return path
 
     def close(self) -> None:
@@ -161,7 +163,10 @@ class RunLogger:
 
 def _format_stats(values: dict[str, float], rate: float) -> str:
     short = {
-        "loss/D": "D", "loss/G": "G", "D/acc_real": "D(x)✓", "D/acc_fake": "D(G(z))✓",
+        "loss/D": "D",
+        "loss/G": "G",
+        "D/acc_real": "D(x)✓",
+        "D/acc_fake": "D(G(z))✓",
     }
     parts = [f"{short.get(k, k)} {v:.3f}" for k, v in values.items() if k in short]
     return "  ".join([*parts, f"{rate:.0f} img/s"])

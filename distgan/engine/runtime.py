@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import ClassVar
 
 import torch
 from accelerate import Accelerator
@@ -89,7 +90,11 @@ def describe(accelerator: Accelerator) -> str:
 class Precision:
     """Autocast + gradient scaling for one training run."""
 
-    DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    DTYPES: ClassVar[dict[str, torch.dtype | None]] = {
+        "no": None,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16,
+    }
 
     def __init__(self, mode: str, device: torch.device, optimizer_names: list[str]) -> None:
         if mode == "fp16" and device.type != "cuda":

@@ -71,8 +71,12 @@ def check_ranks_in_sync(models: dict[str, torch.nn.Module], step: int) -> None:
             "please report it with your launch command"
         )
     if len(digests) > 1:
-        log.info("step %d: parameters identical on all %d ranks (digest %s)",
-                 step, len(digests), digests[0])
+        log.info(
+            "step %d: parameters identical on all %d ranks (digest %s)",
+            step,
+            len(digests),
+            digests[0],
+        )
 
 
 def train(cfg: Config) -> Path:
@@ -88,8 +92,13 @@ def train(cfg: Config) -> Path:
 
     # --- data
     stream = ShardStream(
-        cfg.data.shards, batch_size=t.batch_size, seed=t.seed, rank=rank, world_size=world,
-        num_workers=cfg.data.num_workers, shuffle_buffer=cfg.data.shuffle_buffer,
+        cfg.data.shards,
+        batch_size=t.batch_size,
+        seed=t.seed,
+        rank=rank,
+        world_size=world,
+        num_workers=cfg.data.num_workers,
+        shuffle_buffer=cfg.data.shuffle_buffer,
         verify=cfg.data.verify,
     )
     loader = ResumableLoader(stream, cfg.data.num_workers, pin_memory=device.type == "cuda")
@@ -133,7 +142,8 @@ def train(cfg: Config) -> Path:
             log.warning(
                 "checkpoint was written by %d processes, this run has %d: weights and "
                 "optimizers resume exactly, random streams and data order start afresh",
-                len(state["rng"]), world,
+                len(state["rng"]),
+                world,
             )
         log.info("resumed from %s at step %d", source, step)
         del state
@@ -144,13 +154,25 @@ def train(cfg: Config) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     reporter = RunLogger(
-        active=is_main, run_dir=run_dir, total_steps=t.steps, start_step=step,
-        config=cfg.model_dump(mode="json"), wandb_setting=cfg.log.wandb,
-        wandb_project=cfg.log.project, wandb_id=wandb_id, every=cfg.log.every,
+        active=is_main,
+        run_dir=run_dir,
+        total_steps=t.steps,
+        start_step=step,
+        config=cfg.model_dump(mode="json"),
+        wandb_setting=cfg.log.wandb,
+        wandb_project=cfg.log.project,
+        wandb_id=wandb_id,
+        every=cfg.log.every,
     )
     log.info(
         "training %s: %d steps, global batch %d = %d × %d processes, precision %s, run.dir %s",
-        cfg.name, t.steps, t.batch_size * world, t.batch_size, world, t.precision, run_dir,
+        cfg.name,
+        t.steps,
+        t.batch_size * world,
+        t.batch_size,
+        world,
+        t.precision,
+        run_dir,
     )
 
     def save_checkpoint() -> None:

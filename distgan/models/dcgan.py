@@ -49,8 +49,12 @@ class DCGANGenerator(nn.Module):
     ) -> None:
         super().__init__()
         self.hparams = dict(
-            z_dim=z_dim, resolution=resolution, channels=channels, width=width,
-            num_classes=num_classes, embed_dim=embed_dim,
+            z_dim=z_dim,
+            resolution=resolution,
+            channels=channels,
+            width=width,
+            num_classes=num_classes,
+            embed_dim=embed_dim,
         )
         self.z_dim, self.num_classes = z_dim, num_classes
         n_up = _num_upsamplings(resolution)

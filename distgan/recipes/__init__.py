@@ -20,9 +20,7 @@ def get_recipe(family: str) -> type[Recipe]:
     from distgan.config import ConfigError
 
     if family not in family_names():
-        raise ConfigError(
-            f"unknown family '{family}'; valid families: {', '.join(family_names())}"
-        )
+        raise ConfigError(f"unknown family '{family}'; valid families: {', '.join(family_names())}")
     return importlib.import_module(f"distgan.recipes.{family}").RECIPE
 
 

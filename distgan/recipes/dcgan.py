@@ -40,8 +40,12 @@ class DCGAN(Recipe):
         res, ch, classes = self.data.resolution, self.data.channels, self._classes()
         return {
             "G": DCGANGenerator(
-                z_dim=self.hp.z_dim, resolution=res, channels=ch, width=self.hp.g_width,
-                num_classes=classes, embed_dim=self.hp.embed_dim,
+                z_dim=self.hp.z_dim,
+                resolution=res,
+                channels=ch,
+                width=self.hp.g_width,
+                num_classes=classes,
+                embed_dim=self.hp.embed_dim,
             ),
             "D": DCGANDiscriminator(
                 resolution=res, channels=ch, width=self.hp.d_width, num_classes=classes
@@ -63,7 +67,10 @@ class DCGAN(Recipe):
         real_logits = nets.D(batch["image"], label)
         fake_logits = nets.D(fake, label)
         loss = losses.d_nonsaturating(real_logits, fake_logits, self.cfg.loss.real_label)
-        logs = {"loss/D": loss.detach(), **losses.accuracy(real_logits.detach(), fake_logits.detach())}
+        logs = {
+            "loss/D": loss.detach(),
+            **losses.accuracy(real_logits.detach(), fake_logits.detach()),
+        }
         return loss, logs
 
     def g_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
