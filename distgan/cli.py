@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from distgan.data.shards import ShardError
     from distgan.engine.checkpoint import CheckpointError
     from distgan.engine.runtime import LaunchError
+    from distgan.engine.signals import EXIT_REQUEUE, StopTraining
 
     args = build_parser().parse_args(argv)
     try:
@@ -231,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(err), 2)
     except (ShardError, CheckpointError, LaunchError) as err:
         return _fail(str(err), 1)
+    except StopTraining as stop:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"distgan: {stop}", file=sys.stderr)
+        marker = os.environ.get("DISTGAN_STOPPED")  # read by slurm/requeue.sh
+        if marker:
+            Path(marker).write_text(f"{stop.reason} {stop.step}\n")
+        return EXIT_REQUEUE
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
 

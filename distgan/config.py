@@ -59,6 +59,23 @@ class TrainConfig(_Section):
     num_processes: int | None = Field(
         None, ge=1, description="expected world size; default: what the launcher asked for"
     )
+    time_limit: str | float | None = Field(
+        None, description="stop cleanly (checkpoint, exit 75) after this long: 3600, 90m, 1h30m"
+    )
+    stop_check_every: int = Field(
+        5, ge=1, description="steps between the ranks' checks for signals and the time limit"
+    )
+    collective_timeout: float = Field(
+        600, gt=0, description="seconds a collective may wait before a dead rank fails the job"
+    )
+
+    @field_validator("time_limit")
+    @classmethod
+    def _duration(cls, value: str | float | None) -> str | float | None:
+        from distgan.engine.signals import parse_duration
+
+        parse_duration(value)  # raises ValueError with the accepted forms
+        return value
 
 
 class LossConfig(_Section):

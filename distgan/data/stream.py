@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,13 @@ class ShardStream(IterableDataset):
             epoch += 1
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGTERM/SIGUSR1/Ctrl-C to the trainer, which stops them cleanly
+    after writing its checkpoint (they exit on their own if the trainer dies)."""
+    for name in ("SIGTERM", "SIGUSR1", "SIGINT"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 class ResumableLoader:
     """A DataLoader over :class:`ShardStream` that knows its exact position (``state_dict``)."""
 
@@ -238,6 +246,7 @@ class ResumableLoader:
             pin_memory=self.pin_memory,
             prefetch_factor=4 if self.num_workers else None,
             generator=torch.Generator(),  # never touch the global RNG (exact resume)
+            worker_init_fn=_ignore_stop_signals,
         )
         self._iterator = iter(loader)
 
@@ -253,6 +262,14 @@ class ResumableLoader:
         self.consumed[worker] += 1
         self.next_worker = (worker + 1) % self.stream.num_workers
         return batch
+
+    def close(self) -> None:
+        """Stop the worker processes now. (They ignore SIGTERM, so leaving them to Python's exit
+        handlers after an error would hang the process at exit.)"""
+        shutdown = getattr(self._iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self._iterator = None
 
     def state_dict(self) -> dict[str, Any]:
         return {

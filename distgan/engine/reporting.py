@@ -60,6 +60,7 @@ class RunLogger:
         run_dir: Path,
         total_steps: int,
         start_step: int,
+        start_images: int,
         config: dict[str, Any],
         wandb_setting: str,
         wandb_project: str,
@@ -74,7 +75,7 @@ class RunLogger:
         self._progress: Progress | None = None
         self._task = None
         self._last_time = time.perf_counter()
-        self._last_images = 0
+        self._last_images = start_images
         if not active:
             return
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def make_accelerator(cfg: Config) -> Accelerator:
         # Never static_graph: it silently gives wrong critic gradients with gradient penalties.
         DistributedDataParallelKwargs(static_graph=False, broadcast_buffers=True),
         # A dead rank must not hang the others forever.
-        InitProcessGroupKwargs(timeout=timedelta(minutes=10)),
+        InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.collective_timeout)),
     ]
     accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=kwargs)
     asked = requested_world_size(cfg)

@@ -23,6 +23,7 @@ from distgan.engine import checkpoint as ckpt
 from distgan.engine.ema import make_ema, update_ema
 from distgan.engine.reporting import RunLogger, setup_console_logging
 from distgan.engine.runtime import Precision, describe, make_accelerator
+from distgan.engine.signals import StopFlag, StopTraining, parse_duration
 from distgan.recipes import get_recipe
 from distgan.recipes.base import Nets, StepContext
 
@@ -158,6 +159,7 @@ def train(cfg: Config) -> Path:
         run_dir=run_dir,
         total_steps=t.steps,
         start_step=step,
+        start_images=images_seen,
         config=cfg.model_dump(mode="json"),
         wandb_setting=cfg.log.wandb,
         wandb_project=cfg.log.project,
@@ -204,6 +206,7 @@ def train(cfg: Config) -> Path:
             reporter.grid(step, images, nrow)
 
     # --- the loop
+    stop = StopFlag(parse_duration(t.time_limit), t.stop_check_every, device)
     phases = recipe.phases
     sums: dict[str, torch.Tensor] = {}
     count = 0
@@ -251,7 +254,14 @@ def train(cfg: Config) -> Path:
                 sample_grid()
             if step % t.checkpoint_every == 0 or step == t.steps:
                 save_checkpoint()
+            reason = stop.should_stop(step)
+            if reason and step < t.steps:
+                if step % t.checkpoint_every:
+                    save_checkpoint()
+                raise StopTraining(reason, step)
     finally:
+        loader.close()
+        stop.restore()
         reporter.close()
     accelerator.end_training()
     return run_dir

@@ -1,0 +1,96 @@
+"""Stopping cleanly: pre-emption signals and wall-clock limits become a checkpoint, not a loss.
+
+SIGUSR1 (SLURM's pre-emption warning via ``--signal``), SIGTERM (what launchers, ``scancel``
+and ``torchrun`` send) and the first Ctrl-C only set a flag; ``train.time_limit`` sets it too, and
+so does the file named by ``$DISTGAN_STOP_REQUEST`` when it appears (how slurm/requeue.sh
+forwards a pre-emption signal: signalling srun aborts the step, and signalling accelerate's
+launcher makes it kill its workers 30 s later, possibly in the middle of a checkpoint).
+Every ``check_every`` steps the ranks agree (all-reduce MAX of the flag), so all of them stop
+after the same step; the trainer then writes one checkpoint and exits with :data:`EXIT_REQUEUE`,
+which a batch script can read as "requeue me" (resume=auto continues the run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import time
+
+import torch
+
+log = logging.getLogger("distgan")
+
+EXIT_REQUEUE = 75  # EX_TEMPFAIL (sysexits.h): "temporary failure, try again"
+
+
+class StopTraining(Exception):
+    """Raised after the stop checkpoint is written; the CLI turns it into EXIT_REQUEUE."""
+
+    def __init__(self, reason: str, step: int) -> None:
+        super().__init__(f"stopped at step {step} ({reason}); checkpoint written, resume=auto")
+        self.reason = reason
+        self.step = step
+
+
+def parse_duration(text: str | float | int | None) -> float | None:
+    """Seconds from ``3600``, ``"90m"``, ``"1h30m"``, ``"45s"`` or SLURM-style ``"01:30:00"``."""
+    if text is None or isinstance(text, int | float):
+        return None if text is None else float(text)
+    text = text.strip()
+    if re.fullmatch(r"\d+(:\d{1,2}){1,2}", text):
+        seconds = 0.0
+        for part in text.split(":"):
+            seconds = seconds * 60 + int(part)
+        return seconds
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
+    if not text or not match or not any(match.groups()):
+        raise ValueError(f"'{text}' is not a duration (e.g. 3600, 90m, 1h30m, 01:30:00)")
+    hours, minutes, seconds = match.groups()
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+
+
+class StopFlag:
+    """Installs the signal handlers and decides, together with the other ranks, when to stop."""
+
+    SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")
+
+    def __init__(self, time_limit_s: float | None, check_every: int, device: torch.device) -> None:
+        self.reason: str | None = None
+        self.request_file = os.environ.get("DISTGAN_STOP_REQUEST")
+        self.deadline = time.monotonic() + time_limit_s if time_limit_s else None
+        self.check_every = check_every
+        self.device = device
+        self._previous: dict[int, object] = {}
+        for name in self.SIGNALS:
+            signum = getattr(signal, name)
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and self.reason is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        name = signal.Signals(signum).name
+        if self.reason is None:
+            self.reason = name
+            log.warning("%s received: stopping after this step with a checkpoint", name)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def should_stop(self, step: int) -> str | None:
+        """The agreed reason to stop after ``step`` (same answer on every rank), or None."""
+        if step % self.check_every:
+            return None
+        if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
+            self.reason = "train.time_limit"
+        if self.reason is None and self.request_file and os.path.exists(self.request_file):
+            with open(self.request_file) as f:
+                self.reason = f.read().strip() or "stop requested"
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([1 if self.reason else 0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if flag.item() and self.reason is None:
+                self.reason = "another rank stopped"
+        return self.reason

@@ -1,0 +1,223 @@
+"""Clusters: the slurm/ templates on a real Slurm (pre-emption → checkpoint → requeue → exact
+resume), multi-node over loopback, and a dead rank failing the whole job quickly."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import (
+    ROOT,
+    TINY,
+    assert_bit_identical,
+    env_for_tests,
+    final_weights,
+    launch_cmd,
+    run,
+)
+
+STEPS, EVERY = 60, 10
+
+
+def train_args(run_dir: Path, *extra: str) -> list[str]:
+    return [
+        *TINY,
+        f"run.dir={run_dir}",
+        f"train.steps={STEPS}",
+        f"train.checkpoint_every={EVERY}",
+        "train.seed=11",
+        "log.wandb=offline",
+        "train.stop_check_every=1",
+        *extra,
+    ]
+
+
+def multinode_cmd(machine_rank: int, port: int, *args: str) -> list[str]:
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    return [
+        accelerate,
+        "launch",
+        "--config_file",
+        str(ROOT / "launch" / "multinode.yaml"),
+        "--num_machines",
+        "2",
+        "--machine_rank",
+        str(machine_rank),
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(port),
+        "--num_processes",
+        "2",
+        "-m",
+        "distgan",
+        *args,
+    ]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_over_loopback_equal_one_node(tmp_path: Path) -> None:
+    one_node, two_nodes = tmp_path / "one", tmp_path / "two"
+    run(launch_cmd(2, "train", "digits-cdcgan", *train_args(one_node, "train.steps=20")))
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            multinode_cmd(
+                r, port, "train", "digits-cdcgan", *train_args(two_nodes, "train.steps=20")
+            ),
+            cwd=ROOT,
+            env=env_for_tests(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "parameters identical on all 2 ranks" in outputs[0]
+    assert_bit_identical(final_weights(one_node, 20), final_weights(two_nodes, 20))
+
+
+@pytest.mark.slow
+def test_a_dead_rank_fails_every_node_quickly(tmp_path: Path) -> None:
+    """SIGKILL rank 1's trainer: both nodes' launchers exit non-zero well within 60 s."""
+    port = free_port()
+    args = [
+        "train",
+        "digits-cdcgan",
+        *train_args(tmp_path / "run", "train.steps=100000", "log.wandb=disabled"),
+    ]
+    procs = [
+        subprocess.Popen(
+            multinode_cmd(r, port, *args),
+            cwd=ROOT,
+            env=env_for_tests(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    first = tmp_path / "run" / "checkpoints" / f"step-{EVERY:08d}.pt"
+    deadline = time.monotonic() + 240
+    while not first.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first.exists(), "training did not start"
+    trainers = [
+        c
+        for c in psutil.Process(procs[1].pid).children(recursive=True)
+        if "distgan" in " ".join(c.cmdline()) and c.ppid() == procs[1].pid
+    ]
+    assert trainers, "rank 1's trainer process not found"
+    killed_at = time.monotonic()
+    trainers[0].kill()
+    codes = [p.wait(timeout=120) for p in procs]
+    elapsed = time.monotonic() - killed_at
+    assert all(code != 0 for code in codes), codes
+    assert elapsed < 60, f"took {elapsed:.0f}s for every node to exit"
+
+
+# --------------------------------------------------------------------------- real Slurm
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory):
+    from slurm_cluster import cluster
+
+    with cluster(tmp_path_factory.mktemp("slurm")) as env:
+        yield env
+
+
+def sbatch(env: dict[str, str], template: str, *args: str, options: list[str]) -> str:
+    out = subprocess.run(
+        ["sbatch", "--parsable", *options, f"slurm/{template}", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.strip().split(";")[0]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.parametrize(
+    ("template", "nodes", "per_node", "launch"),
+    [
+        ("train.sbatch", 1, 2, "launch/cpu-2proc.yaml"),
+        ("train-multinode.sbatch", 2, 1, "launch/multinode.yaml"),
+    ],
+)
+def test_slurm_preemption_requeue_and_exact_resume(
+    slurm: dict[str, str], tmp_path: Path, template: str, nodes: int, per_node: int, launch: str
+) -> None:
+    from slurm_cluster import job_state
+
+    reference = tmp_path / "reference"
+    run(launch_cmd(2, "train", "digits-cdcgan", *train_args(reference)))
+
+    run_dir, log_file = tmp_path / "slurm-run", tmp_path / "job.out"
+    env = {
+        **env_for_tests(),
+        **slurm,
+        "DISTGAN_VENV": sys.prefix,
+        "DISTGAN_LAUNCH_CONFIG": launch,
+        "DISTGAN_PROCS_PER_NODE": str(per_node),
+    }
+    job = sbatch(
+        env,
+        template,
+        "digits-cdcgan",
+        *train_args(run_dir),
+        options=[
+            f"--nodes={nodes}",
+            "--gpus-per-node=0",
+            "--cpus-per-task=1",
+            f"--output={log_file}",
+            "--export=ALL",
+        ],
+    )
+    first = run_dir / "checkpoints" / f"step-{EVERY:08d}.pt"
+    wait_for(first.exists, 240, f"the first checkpoint of job {job}")
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=env, check=True)
+
+    def finished() -> bool:
+        return job_state(env, job).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED")
+
+    wait_for(finished, 400, f"job {job} to finish")
+    state, log = job_state(env, job), log_file.read_text()
+    assert state["JobState"] == "COMPLETED", log[-4000:]
+    assert state["Restarts"] == "1", log[-4000:]
+    assert "USR1 received" in log and "requeueing job" in log, log[-4000:]
+    stopped = re.search(r"stopped at step (\d+) \(USR1 \(pre-emption\)\)", log)
+    assert stopped and int(stopped.group(1)) < STEPS, log[-4000:]
+    assert re.search(rf"resumed from \S+step-0*{stopped.group(1)}\.pt", log), log[-4000:]
+    assert f"step {STEPS}: parameters identical on all 2 ranks" in log
+    assert_bit_identical(final_weights(reference, STEPS), final_weights(run_dir, STEPS))
+    # the restarted job continued the same W&B run
+    folders = (run_dir / "wandb").glob("offline-run-*")
+    ids = {re.match(r"offline-run-\d{8}_\d{6}-([a-z0-9]+)", p.name).group(1) for p in folders}
+    assert len(ids) == 1, ids
