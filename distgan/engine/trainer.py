@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from accelerate.utils import broadcast_object_list, set_seed
 
-from distgan.config import Config, ConfigError, to_yaml
+from distgan.config import Config, to_yaml
 from distgan.data.stream import ResumableLoader, ShardStream
 from distgan.engine import checkpoint as ckpt
 from distgan.engine.ema import make_ema, update_ema
+from distgan.engine.parallel import DataParallel, DeepSpeedParallel, deepspeed_config_from_launch
 from distgan.engine.reporting import RunLogger, setup_console_logging
 from distgan.engine.runtime import Precision, describe, make_accelerator
 from distgan.engine.signals import StopFlag, StopTraining, parse_duration
@@ -81,12 +82,12 @@ def check_ranks_in_sync(models: dict[str, torch.nn.Module], step: int) -> None:
 
 
 def train(cfg: Config) -> Path:
+    deepspeed_config = deepspeed_config_from_launch()
     accelerator = make_accelerator(cfg)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     is_main = accelerator.is_main_process
     setup_console_logging(rank)
-    log.info("%s", describe(accelerator))
-    for line in _gather(describe(accelerator))[1:]:
+    for line in _gather(describe(accelerator)):
         log.info("%s", line)
     run_dir = cfg.run_dir
     t = cfg.train
@@ -111,16 +112,12 @@ def train(cfg: Config) -> Path:
     ema_name = f"{recipe.ema_of}_ema" if recipe.ema_of else None
     if ema_name:
         models[ema_name] = make_ema(models[recipe.ema_of])
-    optimizers = recipe.build_optimizers(models)
-    precision = Precision(t.precision, device, list(optimizers))
-    # Each trained network gets its own DDP wrapper (never static_graph; see runtime.py).
-    wrapped = {name: accelerator.prepare_model(models[name]) for name in optimizers}
     set_seed(t.seed + 1_000_003 * rank)
     noise = torch.Generator(device).manual_seed(t.seed * 7919 + rank)
     ctx = StepContext(device, noise)
 
-    # --- resume
-    step, images_seen, wandb_id = 0, 0, None
+    # --- resume: weights before the networks are wrapped (DeepSpeed copies them at wrap time)
+    step, images_seen, wandb_id, state = 0, 0, None, None
     source = broadcast_object_list([_resume_source(cfg, run_dir, is_main)])[0]
     if source is not None:
         state = ckpt.load(source)
@@ -132,10 +129,25 @@ def train(cfg: Config) -> Path:
                 f"checkpoint '{source}' does not fit recipe '{cfg.name}' "
                 f"({str(err).splitlines()[0][:120]}); use another run.dir or resume=never"
             ) from None
-        for name, opt in optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-            precision.scalers[name].load_state_dict(state["scalers"][name])
         step, images_seen, wandb_id = state["step"], state["images_seen"], state.get("wandb_id")
+
+    # --- optimizers, precision, and how trained networks are synchronised (DDP or DeepSpeed)
+    optimizers = recipe.build_optimizers(models)
+    precision = Precision(t.precision, device, list(optimizers))
+    if deepspeed_config:
+        parallel = DeepSpeedParallel(
+            deepspeed_config, precision, models, optimizers, t.batch_size, world
+        )
+    else:
+        parallel = DataParallel(accelerator, precision, models, optimizers)
+    if state is not None:
+        sharded = state["parallel_sharded"]
+        if sharded != parallel.sharded or (sharded and len(state["parallel"]) != world):
+            raise ckpt.CheckpointError(
+                f"checkpoint '{source}' was written by another parallel setup (DDP vs DeepSpeed, "
+                "or another number of DeepSpeed ranks); resume it with the launch that wrote it"
+            )
+        parallel.load_state_dict(state["parallel"][rank] if sharded else state["parallel"])
         if len(state["rng"]) == world:
             ckpt.restore_rng(state["rng"][rank], noise)
             loader.load_state_dict(state["data"][rank])
@@ -147,9 +159,7 @@ def train(cfg: Config) -> Path:
                 world,
             )
         log.info("resumed from %s at step %d", source, step)
-        del state
-    elif is_main and step == 0:
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        state = None
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -167,13 +177,14 @@ def train(cfg: Config) -> Path:
         every=cfg.log.every,
     )
     log.info(
-        "training %s: %d steps, global batch %d = %d × %d processes, precision %s, run.dir %s",
+        "training %s: %d steps, global batch %d = %d × %d processes, precision %s, %s, run.dir %s",
         cfg.name,
         t.steps,
         t.batch_size * world,
         t.batch_size,
         world,
         t.precision,
+        "DeepSpeed" if deepspeed_config else "DDP" if world > 1 else "1 process",
         run_dir,
     )
 
@@ -181,11 +192,14 @@ def train(cfg: Config) -> Path:
         check_ranks_in_sync(models, step)
         rng_states = _gather(ckpt.capture_rng(noise))
         data_states = _gather(loader.state_dict())
+        optimizer_state = parallel.state_dict()
+        if parallel.sharded:
+            optimizer_state = _gather(optimizer_state)
         if is_main:
-            state = {
+            checkpoint = {
                 "models": {name: m.state_dict() for name, m in models.items()},
-                "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
-                "scalers": {name: s.state_dict() for name, s in precision.scalers.items()},
+                "parallel": optimizer_state,
+                "parallel_sharded": parallel.sharded,
                 "step": step,
                 "images_seen": images_seen,
                 "rng": rng_states,
@@ -194,7 +208,7 @@ def train(cfg: Config) -> Path:
                 "data_info": dataclasses.asdict(stream.info),
                 "wandb_id": reporter.wandb_id,
             }
-            ckpt.save_atomic(state, ckpt.checkpoint_path(run_dir, step))
+            ckpt.save_atomic(checkpoint, ckpt.checkpoint_path(run_dir, step))
             ckpt.prune(run_dir, cfg.run.keep_last)
         accelerator.wait_for_everyone()
 
@@ -219,15 +233,17 @@ def train(cfg: Config) -> Path:
             for phase in phases:
                 if step % phase.every:
                     continue
+                trained = phase.trains
                 for name, module in models.items():
-                    module.requires_grad_(name == phase.trains)
-                nets = Nets({n: wrapped[n] if n == phase.trains else m for n, m in models.items()})
-                optimizer = optimizers[phase.trains]
-                optimizer.zero_grad(set_to_none=True)
+                    module.requires_grad_(name == trained)
+                nets = Nets(
+                    {n: parallel.module(n) if n == trained else m for n, m in models.items()}
+                )
+                parallel.zero_grad(trained)
                 with precision.autocast():
                     loss, logs = phase.loss(nets, batch, ctx)
-                precision.backward(loss, phase.trains)
-                precision.step(optimizer, phase.trains)
+                parallel.backward(trained, loss)
+                parallel.step(trained)
                 for key, value in logs.items():
                     sums[key] = sums.get(key, 0) + value.detach().float()
             if ema_name:
@@ -265,9 +281,3 @@ def train(cfg: Config) -> Path:
         reporter.close()
     accelerator.end_training()
     return run_dir
-
-
-def check_config(cfg: Config) -> None:
-    """Cheap checks that need no processes (used by ``distgan config``)."""
-    if cfg.train.precision == "fp16" and not torch.cuda.is_available():
-        raise ConfigError("train.precision=fp16 needs a CUDA GPU; use bf16 or no on CPU")

@@ -1,0 +1,165 @@
+"""How trained networks are synchronised across processes: DDP or DeepSpeed ZeRO 1/2.
+
+Both strategies give the trainer the same small interface: ``module(name)`` for the forward pass
+of the network a phase trains, ``zero_grad/backward/step(name)``, and optimizer state for
+checkpoints. Networks a phase does not train are always called as plain, frozen modules (see
+recipes/base.py), which is also what DeepSpeed's two-engine setup requires.
+
+DeepSpeed is chosen by the launch config (``launch/deepspeed-zero2.yaml`` sets
+``ACCELERATE_USE_DEEPSPEED`` and the JSON file): distgan builds one engine per trained network
+itself instead of using accelerate's plugin (one model per plugin; on CPU it needs a gloo
+backend and in accelerate 1.15 imports transformers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from distgan.config import ConfigError
+from distgan.engine.runtime import Precision
+
+
+def deepspeed_config_from_launch() -> str | None:
+    """The DeepSpeed JSON that ``accelerate launch`` was given, if the launch chose DeepSpeed.
+
+    Removes accelerate's DeepSpeed switch from the environment, so that the Accelerator made
+    afterwards only sets up the processes (see the module docstring)."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return None
+    os.environ.pop("ACCELERATE_USE_DEEPSPEED")
+    path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if not path:
+        raise ConfigError("DeepSpeed launch without deepspeed_config_file in the launch config")
+    return path
+
+
+class DataParallel:
+    """DDP through accelerate: a wrapper per trained network (never static_graph)."""
+
+    sharded = False  # optimizer states are identical on every rank: rank 0's are saved
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        precision: Precision,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+    ) -> None:
+        self.precision = precision
+        self.optimizers = optimizers
+        self.wrapped = {name: accelerator.prepare_model(models[name]) for name in optimizers}
+
+    def module(self, name: str) -> nn.Module:
+        return self.wrapped[name]
+
+    def zero_grad(self, name: str) -> None:
+        self.optimizers[name].zero_grad(set_to_none=True)
+
+    def backward(self, name: str, loss: torch.Tensor) -> None:
+        self.precision.backward(loss, name)
+
+    def step(self, name: str) -> None:
+        self.precision.step(self.optimizers[name], name)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "scalers": {n: s.state_dict() for n, s in self.precision.scalers.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+            self.precision.scalers[name].load_state_dict(state["scalers"][name])
+
+
+class DeepSpeedParallel:
+    """One DeepSpeed engine per trained network (ZeRO stage 1 or 2), the recipe's optimizers.
+
+    The forward pass goes through ``engine.module``: gradients reach DeepSpeed through its
+    parameter hooks, and a gradient penalty's double backward fails through the engine itself.
+    """
+
+    sharded = True  # each rank holds only its partition of the optimizer state
+
+    def __init__(
+        self,
+        config_file: str,
+        precision: Precision,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        batch_size: int,
+        world_size: int,
+    ) -> None:
+        if precision.mode != "no":
+            raise ConfigError(
+                "train.precision must be 'no' with the DeepSpeed launch for now (distgan's "
+                "autocast and DeepSpeed's own bf16/fp16 casting are not combined yet)"
+            )
+        os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+        import deepspeed
+
+        try:
+            config = json.loads(Path(config_file).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(
+                f"DeepSpeed config '{config_file}' is not readable JSON: {err}"
+            ) from None
+        stage = config.get("zero_optimization", {}).get("stage", 0)
+        if stage not in (1, 2):
+            raise ConfigError(f"'{config_file}': ZeRO stage {stage} is not supported (use 1 or 2)")
+        config.update(
+            train_micro_batch_size_per_gpu=batch_size,
+            train_batch_size=batch_size * world_size,
+            gradient_accumulation_steps=1,
+            bf16={"enabled": False},
+            fp16={"enabled": False},
+        )
+        config.setdefault("gradient_clipping", 0.0)  # DeepSpeed's default would clip at 1.0
+        self.engines = {}
+        for name, optimizer in optimizers.items():
+            engine, *_ = deepspeed.initialize(
+                model=models[name], optimizer=optimizer, config=config, dist_init_required=False
+            )
+            self.engines[name] = engine
+
+    def module(self, name: str) -> nn.Module:
+        return self.engines[name].module
+
+    def zero_grad(self, name: str) -> None:
+        self.engines[name].zero_grad()
+
+    def backward(self, name: str, loss: torch.Tensor) -> None:
+        self.engines[name].backward(loss)
+
+    def step(self, name: str) -> None:
+        self.engines[name].step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's partition: the base optimizer's state and the fp32 master weights (plain
+        tensors, so the checkpoint still loads with ``weights_only=True``)."""
+        state = {}
+        for name, engine in self.engines.items():
+            zero = engine.optimizer
+            state[name] = {
+                "base": zero.optimizer.state_dict(),
+                "fp32": [t.detach().clone() for t in zero.single_partition_of_fp32_groups],
+            }
+        return {"optimizers": state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, engine in self.engines.items():
+            zero, saved = engine.optimizer, state["optimizers"][name]
+            zero.optimizer.load_state_dict(saved["base"])
+            with torch.no_grad():
+                for master, value in zip(
+                    zero.single_partition_of_fp32_groups, saved["fp32"], strict=True
+                ):
+                    master.copy_(value)
