@@ -56,6 +56,15 @@ class TrainConfig(_Section):
     betas_d: tuple[float, float] = (0.5, 0.999)
     ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of G; 0 copies G every step")
     checkpoint_every: int = Field(500, ge=1)
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the networks' passes (auto: on CUDA)"
+    )
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="NHWC memory format for conv nets (auto: when it measured faster)"
+    )
+    fused_optimizers: bool | Literal["auto"] = Field(
+        "auto", description="fused Adam kernels (auto: on CUDA)"
+    )
     num_processes: int | None = Field(
         None, ge=1, description="expected world size; default: what the launcher asked for"
     )

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
 
@@ -128,3 +129,45 @@ class Precision:
         scaler = self.scalers[name]
         scaler.step(optimizer)
         scaler.update()
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """The speed switches of a run, resolved for its device (``auto`` → measured defaults)."""
+
+    compile: bool
+    channels_last: bool
+    fused_optimizers: bool
+
+    def apply(self, models: dict[str, torch.nn.Module]) -> None:
+        for module in models.values():
+            if self.channels_last:
+                module.to(memory_format=torch.channels_last)
+        if self.compile:
+            for name, module in models.items():
+                if not name.endswith("_ema"):
+                    module.compile()  # in place: state_dict keys and DDP wrapping unchanged
+
+    def batch(self, batch: dict) -> dict:
+        if self.channels_last:
+            return {
+                k: v.contiguous(memory_format=torch.channels_last)
+                if isinstance(v, torch.Tensor) and v.dim() == 4
+                else v
+                for k, v in batch.items()
+            }
+        return batch
+
+
+def speed_settings(cfg: Config, device: torch.device) -> SpeedSettings:
+    cuda = device.type == "cuda"
+    t = cfg.train
+
+    def resolve(value: bool | str, auto: bool) -> bool:
+        return auto if value == "auto" else bool(value)
+
+    return SpeedSettings(
+        compile=resolve(t.compile, cuda),
+        channels_last=resolve(t.channels_last, cuda or t.precision == "bf16"),
+        fused_optimizers=resolve(t.fused_optimizers, cuda),
+    )

@@ -26,7 +26,7 @@ from distgan.engine.reporting import RunLogger, setup_console_logging
 from distgan.engine.runtime import Precision, describe, make_accelerator
 from distgan.engine.signals import StopFlag, StopTraining, parse_duration
 from distgan.recipes import get_recipe
-from distgan.recipes.base import Nets, StepContext
+from distgan.recipes.base import Nets, Phase, StepContext
 
 log = logging.getLogger("distgan")
 
@@ -79,6 +79,35 @@ def check_ranks_in_sync(models: dict[str, torch.nn.Module], step: int) -> None:
             len(digests),
             digests[0],
         )
+
+
+def train_step(
+    phases: list[Phase],
+    step: int,
+    models: dict[str, torch.nn.Module],
+    parallel: DataParallel | DeepSpeedParallel,
+    precision: Precision,
+    ctx: StepContext,
+    batch: dict[str, Any],
+) -> dict[str, torch.Tensor]:
+    """One training step: every phase due at ``step`` does one optimizer step of its network.
+
+    Returns the phases' logged values (detached tensors: no host sync here)."""
+    logged: dict[str, torch.Tensor] = {}
+    for phase in phases:
+        if step % phase.every:
+            continue
+        trained = phase.trains
+        for name, module in models.items():
+            module.requires_grad_(name == trained)
+        nets = Nets({**models, trained: parallel.module(trained)})
+        parallel.zero_grad(trained)
+        with precision.autocast():
+            loss, logs = phase.loss(nets, batch, ctx)
+        parallel.backward(trained, loss)
+        parallel.step(trained)
+        logged.update({key: value.detach() for key, value in logs.items()})
+    return logged
 
 
 def train(cfg: Config) -> Path:
@@ -170,7 +199,14 @@ def train(cfg: Config) -> Path:
         total_steps=t.steps,
         start_step=step,
         start_images=images_seen,
-        config=cfg.model_dump(mode="json"),
+        config={
+            **cfg.model_dump(mode="json"),
+            "runtime": {
+                "world_size": world,
+                "parallel": "deepspeed" if deepspeed_config else "ddp" if world > 1 else "none",
+                "device": str(device),
+            },
+        },
         wandb_setting=cfg.log.wandb,
         wandb_project=cfg.log.project,
         wandb_id=wandb_id,
@@ -230,22 +266,9 @@ def train(cfg: Config) -> Path:
                 k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                 for k, v in next(loader).items()
             }
-            for phase in phases:
-                if step % phase.every:
-                    continue
-                trained = phase.trains
-                for name, module in models.items():
-                    module.requires_grad_(name == trained)
-                nets = Nets(
-                    {n: parallel.module(n) if n == trained else m for n, m in models.items()}
-                )
-                parallel.zero_grad(trained)
-                with precision.autocast():
-                    loss, logs = phase.loss(nets, batch, ctx)
-                parallel.backward(trained, loss)
-                parallel.step(trained)
-                for key, value in logs.items():
-                    sums[key] = sums.get(key, 0) + value.detach().float()
+            logged = train_step(phases, step, models, parallel, precision, ctx, batch)
+            for key, value in logged.items():
+                sums[key] = sums.get(key, 0) + value.float()
             if ema_name:
                 update_ema(models[ema_name], models[recipe.ema_of], t.ema_decay)
             step += 1

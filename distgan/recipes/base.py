@@ -88,12 +88,16 @@ class Recipe(ABC):
     def build_models(self) -> dict[str, nn.Module]:
         """Named networks, e.g. ``{"G": …, "D": …}``; built identically on every rank."""
 
-    def build_optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+    def build_optimizers(
+        self, models: dict[str, nn.Module], fused: bool = False
+    ) -> dict[str, torch.optim.Optimizer]:
         """Adam for G and D with the learning rates and betas of ``train`` (TTUR-ready)."""
         t = self.cfg.train
         settings = {"G": (t.lr_g, t.betas_g), "D": (t.lr_d, t.betas_d)}
         return {
-            name: torch.optim.Adam(models[name].parameters(), lr=lr, betas=betas)
+            name: torch.optim.Adam(
+                models[name].parameters(), lr=lr, betas=betas, fused=fused or None
+            )
             for name, (lr, betas) in settings.items()
         }
 

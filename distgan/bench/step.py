@@ -1,0 +1,213 @@
+"""Training-step speed of a recipe: median step time, img/s, FLOPs, % of this machine's ceiling.
+
+Times distgan's real step (``engine.trainer.train_step``) on synthetic batches, counts the
+model FLOPs of one step with torch's FLOP counter, and measures the dense-matmul ceiling of this
+machine for the same dtype in the same run, so utilisation is a ratio taken on the spot.
+``--baseline`` also times the plain eager fp32 PyTorch version of the step (for DCGAN: exactly
+the step of PyTorch's official DCGAN example) and prints the speedup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from distgan.bench._common import print_table, synthetic_batch
+from distgan.config import load_config
+from distgan.data.stream import DatasetInfo
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", default="digits-cdcgan")
+    parser.add_argument("--batch", type=int, default=None, help="per-process batch (recipe's)")
+    parser.add_argument("--precision", choices=["no", "bf16", "fp16"], default=None)
+    parser.add_argument("--compile", choices=["on", "off"], default=None)
+    parser.add_argument("--channels-last", choices=["on", "off"], default=None)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--baseline", action="store_true", help="also time plain PyTorch")
+    parser.add_argument("--resolution", type=int, default=None, help="if the shards are absent")
+    parser.add_argument("--channels", type=int, default=3, help="if the shards are absent")
+    parser.add_argument("--classes", type=int, default=10, help="if the shards are absent")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
+
+
+def dataset_info_for(cfg, args: argparse.Namespace) -> DatasetInfo:
+    """The recipe's data shape: from its shards when present, else from the flags."""
+    from distgan.data.shards import ShardError, read_manifest
+    from distgan.data.stream import dataset_info
+
+    if args.resolution is None:
+        try:
+            return dataset_info(read_manifest(cfg.data.shards))
+        except ShardError:
+            args.resolution = 64
+    return DatasetInfo(args.resolution, args.channels, [str(i) for i in range(args.classes)], 0)
+
+
+def matmul_ceiling(dtype: torch.dtype, device: torch.device, size: int = 2048) -> float:
+    """Dense matmul FLOP/s of this machine for ``dtype`` (best of a few, measured now)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def time_steps(step_fn, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
+    """(first step's seconds, median seconds of ``steps`` steps after ``warmup``)."""
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        step_fn(i)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times[0], statistics.median(times[warmup:])
+
+
+def count_flops(step_fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step_fn(0)
+    return counter.get_total_flops()
+
+
+def build_distgan_step(cfg, info: DatasetInfo, device: torch.device):
+    """distgan's own step for ``cfg`` (single process), as a function of the step index."""
+    from accelerate import Accelerator
+
+    from distgan.engine.parallel import DataParallel
+    from distgan.engine.runtime import Precision, speed_settings
+    from distgan.engine.trainer import train_step
+    from distgan.recipes import get_recipe
+    from distgan.recipes.base import StepContext
+
+    recipe = get_recipe(cfg.family)(cfg, info)
+    torch.manual_seed(cfg.train.seed)
+    models = {name: m.to(device) for name, m in recipe.build_models().items()}
+    speed = speed_settings(cfg, device)
+    speed.apply(models)
+    optimizers = recipe.build_optimizers(models, fused=speed.fused_optimizers)
+    precision = Precision(cfg.train.precision, device, list(optimizers))
+    parallel = DataParallel(Accelerator(cpu=device.type == "cpu"), precision, models, optimizers)
+    ctx = StepContext(device, torch.Generator(device).manual_seed(0))
+    batch = speed.batch(synthetic_batch(info, cfg.train.batch_size, device))
+    phases = recipe.phases
+
+    def step_fn(i: int) -> None:
+        train_step(phases, i, models, parallel, precision, ctx, batch)
+
+    return step_fn, recipe, models
+
+
+def build_dcgan_example_step(
+    models: dict[str, nn.Module],
+    info: DatasetInfo,
+    batch_size: int,
+    device: torch.device,
+    conditional: bool,
+):
+    """The training step of PyTorch's official DCGAN example (examples/dcgan/main.py), eager
+    fp32, on copies of the same networks: BCE, Adam(2e-4, β1 0.5), D on real, D on fake, G
+    through D."""
+    netG, netD = copy.deepcopy(models["G"]).float(), copy.deepcopy(models["D"]).float()
+    netG, netD = (
+        m.to(memory_format=torch.contiguous_format).requires_grad_(True) for m in (netG, netD)
+    )
+    criterion = nn.BCEWithLogitsLoss()  # the example's BCELoss after a Sigmoid, fused
+    optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    batch = synthetic_batch(info, batch_size, device)
+    real, labels = batch["image"], batch.get("label") if conditional else None
+
+    def step_fn(i: int) -> None:
+        netD.zero_grad()
+        output = netD(real, labels)
+        errD_real = criterion(output, torch.ones_like(output))
+        errD_real.backward()
+        noise = torch.randn(batch_size, netG.z_dim, device=device)
+        fake = netG(noise, labels)
+        output = netD(fake.detach(), labels)
+        errD_fake = criterion(output, torch.zeros_like(output))
+        errD_fake.backward()
+        optimizerD.step()
+        netG.zero_grad()
+        output = netD(fake, labels)
+        errG = criterion(output, torch.ones_like(output))
+        errG.backward()
+        optimizerG.step()
+
+    return step_fn
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = list(args.overrides)
+    for key, value in (
+        ("train.batch_size", args.batch),
+        ("train.precision", args.precision),
+        ("train.compile", args.compile),
+        ("train.channels_last", args.channels_last),
+    ):
+        if value is not None:
+            overrides.append(f"{key}={ {'on': 'true', 'off': 'false'}.get(value, value) }")
+    cfg = load_config(args.recipe, overrides)
+    info = dataset_info_for(cfg, args)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    step_fn, recipe, models = build_distgan_step(cfg, info, device)
+
+    first, median = time_steps(step_fn, args.warmup, args.steps, device)
+    flops = count_flops(step_fn)
+    dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+        cfg.train.precision
+    ]
+    ceiling = matmul_ceiling(dtype, device)
+    batch = cfg.train.batch_size
+    result: dict[str, Any] = {
+        "recipe": cfg.name,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "batch": batch,
+        "resolution": info.resolution,
+        "precision": cfg.train.precision,
+        "compile": cfg.train.compile,
+        "channels_last": cfg.train.channels_last,
+        "first_step_s": round(first, 3),
+        "step_s": round(median, 4),
+        "img_per_s": round(batch / median, 1),
+        "gflop_per_step": round(flops / 1e9, 2),
+        "achieved_gflop_s": round(flops / median / 1e9, 1),
+        "ceiling_gflop_s": round(ceiling / 1e9, 1),
+        "utilisation_pct": round(100 * flops / median / ceiling, 1),
+    }
+    if args.baseline:
+        if cfg.family == "dcgan":
+            base_fn = build_dcgan_example_step(
+                models, info, batch, device, conditional=bool(recipe.hp.conditional)
+            )
+            result["baseline"] = "PyTorch DCGAN example step, eager fp32"
+        else:
+            plain = cfg.model_copy(deep=True)
+            plain.train.precision, plain.train.compile, plain.train.channels_last = (
+                "no",
+                False,
+                False,
+            )
+            base_fn = build_distgan_step(plain, info, device)[0]
+            result["baseline"] = "the same recipe step, eager fp32"
+        _, base_median = time_steps(base_fn, args.warmup, args.steps, device)
+        result["baseline_step_s"] = round(base_median, 4)
+        result["speedup"] = round(base_median / median, 2)
+    print_table(f"distgan bench step: {cfg.name}", result)
+    return result
