@@ -18,14 +18,15 @@ from PIL import Image
 CIFAR_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
-CELEBA_ATTRIBUTES = (
+ATTRIBUTE_LINE = (  # the names line of list_attr_celeba.txt
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
     "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee "
     "Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes "
     "No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling "
     "Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace "
     "Wearing_Necktie Young"
-).split()
+)
+CELEBA_ATTRIBUTES = ATTRIBUTE_LINE.split()
 PLACES = ["/a/airfield 0", "/b/bakery/shop 1", "/c/canyon 2"]
 
 
@@ -62,7 +63,7 @@ def cifar10(root: Path, per_batch: int = 10, seed: int = 0) -> tuple[Path, dict[
             b"batch_label": f"batch {name}".encode(),
             b"labels": labels,
             b"data": data,
-            b"filenames": files,
+            b"filenames": [f.encode() for f in files],
         }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
         batches[name] = (data, labels)

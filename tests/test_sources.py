@@ -152,7 +152,14 @@ def test_train_two_processes_on_converted_cifar10_and_celeba(tmp_path: Path) -> 
     shards("celeba", src, tmp_path / "celeba-shards", "--size", "64", "--samples-per-shard", "4")
     for name in ("cifar", "celeba"):
         run_dir = tmp_path / f"run-{name}"
-        run(launch_cmd(2, "train", "digits-cdcgan", *TINY, f"data.shards={tmp_path / f'{name}-shards'}",
-                       "model.conditional=false", "train.batch_size=4", "train.steps=4",
-                       "data.flip=true", "log.wandb=disabled", f"run.dir={run_dir}"))  # fmt: skip
+        args = [
+            f"data.shards={tmp_path / f'{name}-shards'}",
+            "model.conditional=false",
+            "train.batch_size=4",
+            "train.steps=4",
+            "data.flip=true",
+            "log.wandb=disabled",
+            f"run.dir={run_dir}",
+        ]
+        run(launch_cmd(2, "train", "digits-cdcgan", *TINY, *args))
         assert (run_dir / "checkpoints" / "step-00000004.pt").is_file()

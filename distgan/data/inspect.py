@@ -100,7 +100,7 @@ def contact_sheet(samples: list[dict], manifest: dict[str, Any], columns: int = 
 
 
 def inspect(shard_dir: str | Path, out: str | Path | None, n: int = 32, seed: int = 0) -> Path:
-    """Print the manifest summary and write the contact sheet (default ``DIR/contact-sheet.png``)."""
+    """Print the manifest summary; write the contact sheet (default ``DIR/contact-sheet.png``)."""
     shard_dir = Path(shard_dir)
     manifest = read_manifest(shard_dir)
     print("\n".join(summary(manifest)))
