@@ -41,6 +41,7 @@ import io
 import json
 import logging
 import random
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,7 +218,7 @@ class ShardStream(IterableDataset):
                     for sample in wds.tariterators.group_by_keys(members):
                         sample["__shard__"] = shard["file"]
                         yield sample
-                except (OSError, EOFError, ValueError) as err:  # tarfile errors are OSErrors
+                except (tarfile.TarError, OSError, EOFError, ValueError) as err:
                     raise ShardError(
                         f"shard '{path}' is unreadable ({type(err).__name__}: {err}); copy it "
                         "again or re-create the shards"
