@@ -56,9 +56,7 @@ def cifar10(root: Path, per_batch: int = 10, seed: int = 0) -> tuple[Path, dict[
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, per_batch)]
         labels[0] = 7  # every batch has a horse
-        files = [
-            f"{CIFAR_CLASSES[v]}_s_{number:02d}{i:04d}.png".encode() for i, v in enumerate(labels)
-        ]
+        files = [f"{CIFAR_CLASSES[v]}_s_{number:02d}{i:04d}.png" for i, v in enumerate(labels)]
         batch = {
             b"batch_label": f"batch {name}".encode(),
             b"labels": labels,
