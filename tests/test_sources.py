@@ -130,10 +130,10 @@ def test_folder_by_bytes_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixtu
                 tmp_path / "img" / name / f"{i}.png"
             )
     manifest = shards("folder", tmp_path / "img", tmp_path / "f", "--size", "32",
-                      "--shard-bytes", "30KB")  # fmt: skip
+                      "--shard-bytes", "12KB")  # fmt: skip
     assert manifest["class_names"] == ["cats", "dogs"] and manifest["total"] == 10
     assert len(manifest["shards"]) > 1  # by bytes: tar pads each file up to 10 KiB (10240)
-    assert all(s["bytes"] <= 30720 for s in manifest["shards"])
+    assert all(s["bytes"] <= 20480 for s in manifest["shards"])
     capsys.readouterr()
 
     assert main(["shards", "inspect", str(tmp_path / "f"), "--n", "6"]) == 0

@@ -130,7 +130,7 @@ def test_missing_truncated_and_altered_shards_are_errors_naming_them(tmp_path: P
     shard = tmp_path / "shard-000002.tar"
     data = shard.read_bytes()
 
-    shard.write_bytes(data[:-5000])  # cut off mid-member: unreadable
+    shard.write_bytes(data[:2700])  # cut off inside the second member: unreadable
     loader = make_loader(tmp_path, workers=2, batch=4)
     with pytest.raises(ShardError, match=r"shard '.*shard-000002\.tar' is unreadable"):
         take(loader, 20)
@@ -166,16 +166,12 @@ def test_augmentation_is_a_pure_function_of_seed_epoch_and_key(tmp_path: Path) -
     assert any(flipped) and not all(flipped)  # ... and varies from epoch to epoch
     assert all(f or torch.equal(x, plain) for f, x in zip(flipped, per_epoch, strict=True))
 
-    gray = decode_sample(raw, 3, Transforms(grayscale=True))["image"]
-    rgb = (plain + 1) / 2
+    gray = Transforms(grayscale=True).colour(plain)
+    rgb = plain.double() / 255
     luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-    assert gray.shape == (1, 8, 8) and torch.allclose(gray[0], luma * 2 - 1, atol=1e-6)
-    assert (
-        ShardStream(
-            tmp_path, batch_size=1, seed=0, transforms=Transforms(grayscale=True)
-        ).info.channels
-        == 1
-    )
+    assert gray.shape == (1, 8, 8) and torch.allclose(gray[0].double(), luma * 2 - 1, atol=1e-6)
+    gray_stream = ShardStream(tmp_path, batch_size=1, seed=0, transforms=Transforms(grayscale=True))
+    assert gray_stream.info.channels == 1
 
 
 def reference_lab(r: float, g: float, b: float) -> tuple[float, float, float]:

@@ -11,6 +11,7 @@ absolute figures, on a shared machine.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="loader workers for both (2)")
     parser.add_argument("--batch", type=int, default=64, help="batch size (64)")
     parser.add_argument("--warmup", type=int, default=3, help="batches not timed (3)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per reader (3)")
 
 
 # ----------------------------------------------------------------------------- the fixture
@@ -114,17 +116,23 @@ def stream_batches(shards: Path, batch: int, workers: int):
         yield next(loader)["image"]
 
 
-def measure(batches, count: int, warmup: int) -> dict[str, float]:
-    """images/s over ``count`` batches after ``warmup`` untimed ones (worker start-up)."""
-    shape = None
-    for _ in range(warmup):
-        shape = tuple(next(batches).shape)
-    start = time.perf_counter()
-    images = 0
-    for _ in range(count):
-        images += next(batches).shape[0]
-    seconds = time.perf_counter() - start
-    return {"images": images, "seconds": seconds, "images_per_s": images / seconds, "shape": shape}
+def measure(readers: dict[str, Any], count: int, warmup: int, rounds: int) -> dict[str, dict]:
+    """images/s of each reader: ``warmup`` untimed batches (worker start-up), then ``rounds``
+    rounds of ``count`` batches with the readers taking turns, so that a busy moment of a shared
+    machine hits both; the median round counts."""
+    for batches in readers.values():
+        for _ in range(warmup):
+            next(batches)
+    rates: dict[str, list[float]] = {name: [] for name in readers}
+    for _ in range(rounds):
+        for name, batches in readers.items():
+            start = time.perf_counter()
+            images = sum(next(batches).shape[0] for _ in range(count))
+            rates[name].append(images / (time.perf_counter() - start))
+    return {
+        name: {"images_per_s": statistics.median(r), "rounds": r, "images_per_round": images}
+        for name, r in rates.items()
+    }
 
 
 # ----------------------------------------------------------------------------- the command
@@ -144,18 +152,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         manifest = read_manifest(shards)
         size = int(manifest["resolution"])
-        count = max(1, manifest["total"] // args.batch - args.warmup)  # about one pass each
-        stream = measure(stream_batches(shards, args.batch, args.workers), count, args.warmup)
-        folder = measure(
-            imagefolder_batches(images, size, args.batch, args.workers), count, args.warmup
-        )
+        count = max(1, manifest["total"] // args.batch // 2)  # about half a pass per round
+        readers = {
+            "stream": stream_batches(shards, args.batch, args.workers),
+            "imagefolder": imagefolder_batches(images, size, args.batch, args.workers),
+        }
+        figures = measure(readers, count, args.warmup, args.rounds)
     result = {
         "resolution": size,
         "workers": args.workers,
         "batch": args.batch,
-        "stream": stream,
-        "imagefolder": folder,
-        "ratio": stream["images_per_s"] / folder["images_per_s"],
+        **figures,
+        "ratio": figures["stream"]["images_per_s"] / figures["imagefolder"]["images_per_s"],
     }
     print_table(result)
     return result
@@ -165,19 +173,19 @@ def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title=f"data → {result['resolution']} px, {result['workers']} workers, "
-        f"batch {result['batch']}"
+    title = (
+        f"data → {result['resolution']} px, {result['workers']} workers, batch {result['batch']}"
     )
-    for column in ("reader", "images", "seconds", "images/s"):
-        table.add_column(column, justify="right" if column != "reader" else "left")
+    table = Table(title=title)
+    table.add_column("reader")
+    table.add_column("images/s (median)", justify="right")
+    table.add_column("rounds", justify="right")
     for name, key in (
         ("distgan shard stream", "stream"),
         ("ImageFolder + DataLoader", "imagefolder"),
     ):
         row = result[key]
-        table.add_row(
-            name, str(row["images"]), f"{row['seconds']:.2f}", f"{row['images_per_s']:.0f}"
-        )
+        rounds = " ".join(f"{r:.0f}" for r in row["rounds"])
+        table.add_row(name, f"{row['images_per_s']:.0f}", rounds)
     Console().print(table)
-    Console().print(f"stream / ImageFolder = {result['ratio']:.1f}×")
+    Console().print(f"stream / ImageFolder = {result['ratio']:.1f}× (same workers, same resize)")

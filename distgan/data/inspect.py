@@ -12,10 +12,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-import webdataset as wds
 from PIL import Image, ImageDraw
 
-from distgan.data.shards import read_manifest
+from distgan.data.shards import iter_samples, read_manifest
 from distgan.data.stream import IMAGE_KEYS
 
 CAPTION = 12  # px of caption under each tile
@@ -55,11 +54,9 @@ def pick_samples(shard_dir: Path, manifest: dict[str, Any], n: int, seed: int) -
         start += shard["count"]
         if not inside:
             continue
-        with open(shard_dir / shard["file"], "rb") as stream:
-            members = wds.tariterators.tar_file_expander([{"url": shard["file"], "stream": stream}])
-            for index, sample in enumerate(wds.tariterators.group_by_keys(members)):
-                if index in inside:
-                    out.append(sample)
+        for index, sample in enumerate(iter_samples(shard_dir / shard["file"])):
+            if index in inside:
+                out.append(sample)
     return out
 
 

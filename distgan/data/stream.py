@@ -41,7 +41,6 @@ import io
 import json
 import logging
 import random
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,11 +48,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from distgan.data.shards import ShardError, read_manifest, verify_shards
+from distgan.data.shards import ShardError, iter_samples, read_manifest, verify_shards
 from distgan.data.transforms import Transforms
 
 log = logging.getLogger("distgan.data")
@@ -91,12 +89,13 @@ def dataset_info(manifest: dict[str, Any], transforms: Transforms | None = None)
 
 
 def _pixels(data: bytes, channels: int) -> torch.Tensor:
-    """Encoded image → float[C,H,W] in [0, 1] (decoding fully, so truncation is caught here)."""
+    """Encoded image → uint8 [C,H,W] (decoding fully, so truncation is caught here)."""
     with Image.open(io.BytesIO(data)) as pil:
-        array = np.asarray(pil.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+        mode = "L" if channels == 1 else "RGB"
+        array = np.array(pil if pil.mode == mode else pil.convert(mode), dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def decode_sample(
@@ -106,7 +105,8 @@ def decode_sample(
     seed: int = 0,
     epoch: int = 0,
 ) -> dict[str, Any]:
-    """Raw tar members → ``{"image", "key"}`` plus ``label`` / ``attrs`` / ``target`` if present."""
+    """Raw tar members → ``{"image": uint8 [C,H,W], "key"}`` plus ``label`` / ``attrs`` /
+    ``target`` if present, after the random crop/flip (colour comes per batch in ``_collate``)."""
     key = sample["__key__"]
     data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
     if data is None:
@@ -115,7 +115,7 @@ def decode_sample(
     target = next((sample[f"target.{k}"] for k in IMAGE_KEYS if f"target.{k}" in sample), None)
     if target is not None:
         images.append(_pixels(target, channels))
-    images = (transforms or Transforms())(images, seed, epoch, key)
+    images = (transforms or Transforms()).geometry(images, seed, epoch, key)
     out: dict[str, Any] = {"image": images[0], "key": key}
     if target is not None:
         out["target"] = images[1]
@@ -206,23 +206,9 @@ class ShardStream(IterableDataset):
     # -- the worker's stream
     def _raw_samples(self, shards: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for shard in shards:
-            path = self.shard_dir / shard["file"]
-            try:
-                stream = open(path, "rb")  # noqa: SIM115 — closed below
-            except OSError as err:
-                raise ShardError(f"cannot read shard '{path}': {err}") from None
-            with stream:
-                source = [{"url": str(path), "stream": stream}]
-                members = wds.tariterators.tar_file_expander(source)
-                try:
-                    for sample in wds.tariterators.group_by_keys(members):
-                        sample["__shard__"] = shard["file"]
-                        yield sample
-                except (tarfile.TarError, OSError, EOFError, ValueError) as err:
-                    raise ShardError(
-                        f"shard '{path}' is unreadable ({type(err).__name__}: {err}); copy it "
-                        "again or re-create the shards"
-                    ) from None
+            for sample in iter_samples(self.shard_dir / shard["file"]):
+                sample["__shard__"] = shard["file"]
+                yield sample
 
     def _epoch_samples(self, epoch: int, worker: int) -> Iterator[dict[str, Any]]:
         rng = random.Random(f"{self.seed}/buffer/{epoch}/{self.rank}/{worker}")
@@ -272,14 +258,17 @@ class ShardStream(IterableDataset):
     def _collate(
         self, items: list[dict[str, Any]], worker: int, position: tuple[int, int], bad: int
     ) -> dict[str, Any]:
+        colour = self.transforms.colour
         batch: dict[str, Any] = {
-            "image": torch.stack([it["image"] for it in items]),
+            "image": colour(torch.stack([it["image"] for it in items])),
             "key": [it["key"] for it in items],
         }
-        for name, dtype in (("label", torch.long), ("attrs", None), ("target", None)):
-            if all(name in it for it in items):
-                values = [it[name] for it in items]
-                batch[name] = torch.tensor(values, dtype=dtype) if dtype else torch.stack(values)
+        if all("target" in it for it in items):
+            batch["target"] = colour(torch.stack([it["target"] for it in items]))
+        if all("label" in it for it in items):
+            batch["label"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
+        if all("attrs" in it for it in items):
+            batch["attrs"] = torch.stack([it["attrs"] for it in items])
         batch["_worker"] = worker
         batch["_position"] = position
         batch["_bad"] = bad

@@ -5,7 +5,8 @@ seed, the epoch and the sample's key, so a resumed stream (which skips samples w
 them) augments every later sample exactly as the uninterrupted run did. A pair (``image`` +
 ``target``) gets the same crop and flip.
 
-Colour (after the geometry), on images in [0, 1]:
+Crop and flip work per sample on uint8 images; the colour step then turns a whole uint8 batch
+into the network's input (one vectorised op per batch, which keeps the stream fast):
 
 * ``grayscale``: one channel, ITU-R 601 luma (what PIL's ``convert("L")`` computes);
 * ``lab``: sRGB (D65) → CIE L*a*b*, scaled to about [-1, 1] as ``L/50 - 1, a/110, b/110``
@@ -55,10 +56,12 @@ class Transforms:
             raise ValueError("data.lab=true needs RGB shards (these are grayscale)")
         return 1 if self.grayscale else stored
 
-    def __call__(
+    def geometry(
         self, images: list[torch.Tensor], seed: int, epoch: int, key: str
     ) -> list[torch.Tensor]:
-        """uint8-range float images [C,H,W] in [0, 1] (image, then target) → network input."""
+        """Random crop and flip of uint8 images [C,H,W] (image, then target: both alike)."""
+        if self.crop == 1 and not self.flip:
+            return images
         rng = random.Random(f"{seed}/aug/{epoch}/{key}")
         if self.crop < 1:
             _, height, width = images[0].shape
@@ -66,23 +69,28 @@ class Transforms:
             top, left = rng.randint(0, height - side), rng.randint(0, width - side)
             images = [
                 F.interpolate(
-                    x[None, :, top : top + side, left : left + side],
+                    x[None, :, top : top + side, left : left + side].float(),
                     size=(height, width),
                     mode="bilinear",
                     align_corners=False,
-                )[0].clamp_(0, 1)
+                )[0]
+                .round_()
+                .clamp_(0, 255)
+                .to(torch.uint8)
                 for x in images
             ]
         if self.flip and rng.random() < 0.5:
             images = [x.flip(-1) for x in images]
-        return [self.colour(x) for x in images]
+        return images
 
     def colour(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grayscale and x.shape[0] == 3:
-            x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0, keepdim=True)
+        """uint8 images ([C,H,W] or a batch [B,C,H,W]) → float network input (one op per batch)."""
+        if self.grayscale and x.shape[-3] == 3:
+            weights = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
+            return (x.float() * weights).sum(-3, keepdim=True).mul_(2 / 255).sub_(1)
         if self.lab:
-            return normalize_lab(rgb_to_lab(x))
-        return x * 2 - 1
+            return normalize_lab(rgb_to_lab(x.float() / 255))
+        return x.float().mul_(2 / 255).sub_(1)
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
