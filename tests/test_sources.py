@@ -14,6 +14,7 @@ from conftest import TINY, launch_cmd, run
 from PIL import Image
 
 from distgan.cli import main
+from distgan.data.shards import iter_samples
 
 
 def shards(source: str, src: Path, out: Path, *extra: str, workers: int = 2) -> dict:
@@ -143,13 +144,27 @@ def test_folder_by_bytes_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert sheet.width == 8 * 64 and sheet.height == 64 + 12  # 32 px tiles shown at 2×
 
 
+def truncate_one_image(shard: Path) -> str:
+    """Rewrite ``shard`` with its second image cut in half (the tar itself stays valid)."""
+    samples = list(iter_samples(shard))
+    samples[1]["png"] = samples[1]["png"][: len(samples[1]["png"]) // 2]
+    with open(shard, "wb") as f:
+        writer = wds.TarWriter(f)
+        for sample in samples:
+            writer.write(sample)
+        writer.close()
+    return samples[1]["__key__"]
+
+
 @pytest.mark.slow
 def test_train_two_processes_on_converted_cifar10_and_celeba(tmp_path: Path) -> None:
-    """Acceptance: `distgan train` with 2 processes on CIFAR-10- and CelebA-format shards."""
+    """Acceptance: `distgan train` with 2 processes on CIFAR-10- and CelebA-format shards; the
+    CelebA run has a truncated image, skips it and reports it in data/bad_samples."""
     archive, _ = formats.cifar10(tmp_path / "cifar")
     src, _, _ = formats.celeba(tmp_path / "celeba", n=20)
     shards("cifar10", archive, tmp_path / "cifar-shards", "--samples-per-shard", "12")
     shards("celeba", src, tmp_path / "celeba-shards", "--size", "64", "--samples-per-shard", "4")
+    bad_key = truncate_one_image(tmp_path / "celeba-shards" / "shard-000000.tar")
     for name in ("cifar", "celeba"):
         run_dir = tmp_path / f"run-{name}"
         args = [
@@ -161,5 +176,11 @@ def test_train_two_processes_on_converted_cifar10_and_celeba(tmp_path: Path) -> 
             "log.wandb=disabled",
             f"run.dir={run_dir}",
         ]
-        run(launch_cmd(2, "train", "digits-cdcgan", *TINY, *args))
+        proc = run(launch_cmd(2, "train", "digits-cdcgan", *TINY, *args))
         assert (run_dir / "checkpoints" / "step-00000004.pt").is_file()
+        last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+        if name == "celeba":
+            assert last["data/bad_samples"] >= 1
+            assert f"skipping sample '{bad_key}' in shard 'shard-000000.tar'" in proc.stderr
+        else:
+            assert last["data/bad_samples"] == 0
