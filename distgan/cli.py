@@ -51,6 +51,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_shards(args: argparse.Namespace) -> int:
     from distgan.data.sources import SOURCES
 
+    if args.source == "inspect":
+        from distgan.data.inspect import inspect
+
+        inspect(args.dir, args.out, n=args.n, seed=args.seed)
+        return 0
     manifest = SOURCES[args.source].convert(args)
     counts = [s["count"] for s in manifest["shards"]]
     print(
@@ -187,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp = shard_sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
         sp.add_argument("--out", required=True, help="output folder")
         module.add_arguments(sp)
+    sp = shard_sub.add_parser(
+        "inspect", help="print a shard folder's summary, draw a contact sheet"
+    )
+    sp.add_argument("dir", help="shard folder")
+    sp.add_argument("--out", default=None, help="contact sheet PNG (DIR/contact-sheet.png)")
+    sp.add_argument("--n", type=int, default=32, help="samples on the sheet (32)")
+    sp.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_shards)
 
     p = sub.add_parser("sample", help="draw samples from a checkpoint")

@@ -37,6 +37,27 @@ class DataConfig(_Section):
     num_workers: int = Field(2, ge=0, description="data-loader worker processes per rank")
     shuffle_buffer: int = Field(1000, ge=1, description="samples held for shuffling per worker")
     verify: bool = Field(False, description="check every shard's sha256 against the manifest")
+    mode: Literal["epoch", "resampled"] = Field(
+        "epoch",
+        description="epoch: every sample once per epoch (needs shards ≥ ranks × workers); "
+        "resampled: shards drawn with replacement, any number of shards",
+    )
+    flip: bool = Field(False, description="random horizontal flip (image and target alike)")
+    crop: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="random square crop of this fraction of the side, resized back; 1 = off",
+    )
+    grayscale: bool = Field(False, description="convert RGB images to one channel (luma)")
+    lab: bool = Field(False, description="CIE L*a*b* instead of RGB, scaled L/50-1, a/110, b/110")
+
+    @field_validator("lab")
+    @classmethod
+    def _one_colour_space(cls, lab: bool, info) -> bool:
+        if lab and info.data.get("grayscale"):
+            raise ValueError("data.grayscale and data.lab exclude each other; pick one")
+        return lab
 
 
 class TrainConfig(_Section):

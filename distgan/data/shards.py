@@ -3,6 +3,15 @@
 A shard folder holds ``<prefix>-000000.tar …`` plus ``manifest.json`` (source, split, resolution,
 class names, and per shard: sample count, bytes, sha256). Writing is deterministic: the same
 samples in the same order give byte-identical shards (fixed tar mtime/owner, sorted members).
+
+Members of one sample (WebDataset groups them by the key before the first dot):
+
+* ``KEY.png`` (or ``.jpg``): the image at the target resolution;
+* ``KEY.cls``: the class index as decimal text (labelled data sets);
+* ``KEY.json``: anything else, e.g. ``{"attrs": [0, 1, …]}`` (CelebA, names in the manifest's
+  ``attribute_names``) or the original file name;
+* ``KEY.target.png``: the second image of a pair (pix2pix: ``png`` is the input, ``target.png``
+  the image to produce).
 """
 
 from __future__ import annotations
@@ -11,16 +20,17 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import webdataset as wds
 from PIL import Image
 
 MANIFEST = "manifest.json"
+TAR_END = 1024  # two zero blocks end a tar; files are then padded to 10 KiB (tarfile.RECORDSIZE)
 FORMAT = "distgan-shards/1"
 
 
@@ -36,6 +46,11 @@ class Sample:
     image: np.ndarray
     label: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    target: np.ndarray | None = None  # the second image of a pair
+
+
+Record = dict[str, Any]
+"""One encoded sample as written to the tar: ``{"__key__": key, "png": bytes, …}``."""
 
 
 def encode_image(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
@@ -50,6 +65,38 @@ def encode_image(image: np.ndarray, fmt: str = "png", quality: int = 95) -> byte
     return buf.getvalue()
 
 
+def encode_sample(sample: Sample, image_format: str = "png", quality: int = 95) -> Record:
+    """A :class:`Sample` → tar members (the layout in the module docstring)."""
+    if "." in sample.key:
+        raise ValueError(f"sample key '{sample.key}' contains a dot (WebDataset splits keys there)")
+    ext = "jpg" if image_format in ("jpg", "jpeg") else "png"
+    record: Record = {"__key__": sample.key, ext: encode_image(sample.image, ext, quality)}
+    if sample.label is not None:
+        record["cls"] = str(int(sample.label)).encode()
+    if sample.extra:
+        record["json"] = json.dumps(sample.extra, sort_keys=True).encode()
+    if sample.target is not None:
+        record[f"target.{ext}"] = encode_image(sample.target, ext, quality)
+    return record
+
+
+def record_bytes(record: Record) -> int:
+    """The size a record takes in a tar: per member a 512-byte header and the data padded to
+    512 bytes."""
+    sizes = [len(v) for k, v in record.items() if not k.startswith("__")]
+    return sum(512 + -(-n // 512) * 512 for n in sizes)
+
+
+def parse_size(text: str) -> int:
+    """``"64MB"`` / ``"1.5GB"`` / ``"200000"`` → bytes (for ``--shard-bytes``)."""
+    units = {"KB": 1e3, "MB": 1e6, "GB": 1e9, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "B": 1}
+    upper = text.strip().upper()
+    for unit, factor in units.items():
+        if upper.endswith(unit) and upper[: -len(unit)].strip():
+            return int(float(upper[: -len(unit)]) * factor)
+    return int(upper)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -59,19 +106,28 @@ def sha256_of(path: Path) -> str:
 
 
 def write_shards(
-    samples: Iterable[Sample],
+    samples: Iterable[Sample | Record],
     out_dir: Path,
     *,
-    samples_per_shard: int,
+    samples_per_shard: int | None = None,
+    max_shard_bytes: int | None = None,
     meta: dict[str, Any],
     image_format: str = "png",
+    quality: int = 95,
     prefix: str = "shard",
 ) -> dict[str, Any]:
     """Write ``samples`` (in the given order) into tar shards and a manifest; return the manifest.
 
+    ``samples`` are :class:`Sample` objects or records already encoded by :func:`encode_sample`
+    (converters encode in worker processes). A shard is closed when it holds
+    ``samples_per_shard`` samples or when the next sample would take it past ``max_shard_bytes``
+    (before tar's padding of the file to a multiple of 10 KiB).
     ``meta`` holds source, split, resolution, channels, class_names and anything else worth
     keeping. Existing ``<prefix>-*.tar`` files in ``out_dir`` are replaced, so re-running is safe.
     """
+    if not samples_per_shard and not max_shard_bytes:
+        raise ValueError("give samples_per_shard or max_shard_bytes")
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob(f"{prefix}-*.tar"):
         old.unlink()
@@ -79,6 +135,8 @@ def write_shards(
     shards: list[dict[str, Any]] = []
     writer: wds.TarWriter | None = None
     stream = None
+    shard_bytes = 0
+    keys: set[str] = set()
 
     def close() -> None:
         nonlocal writer, stream
@@ -90,20 +148,27 @@ def write_shards(
             shards[-1]["sha256"] = sha256_of(path)
         writer = stream = None
 
-    for index, sample in enumerate(samples):
-        if index % samples_per_shard == 0:
+    for sample in samples:
+        record = sample if isinstance(sample, dict) else encode_sample(sample, ext, quality)
+        if record["__key__"] in keys:
+            raise ShardError(f"sample key '{record['__key__']}' occurs twice; keys must be unique")
+        keys.add(record["__key__"])
+        size = record_bytes(record)
+        full = writer is not None and (
+            (samples_per_shard and shards[-1]["count"] >= samples_per_shard)
+            or (max_shard_bytes and shard_bytes + size + TAR_END > max_shard_bytes)
+        )
+        if writer is None or full:
             close()
             name = f"{prefix}-{len(shards):06d}.tar"
             stream = open(out_dir / name, "wb")  # noqa: SIM115 — closed in close()
-            writer = wds.TarWriter(stream, user="distgan", group="distgan", mtime=0.0)
+            # an int mtime: a float one costs every member a PAX header (slower to read)
+            writer = wds.TarWriter(stream, user="distgan", group="distgan", mtime=0)
             shards.append({"file": name, "count": 0})
-        record: dict[str, Any] = {"__key__": sample.key, ext: encode_image(sample.image, ext)}
-        if sample.label is not None:
-            record["cls"] = str(int(sample.label)).encode()
-        if sample.extra:
-            record["json"] = json.dumps(sample.extra, sort_keys=True).encode()
+            shard_bytes = 0
         writer.write(record)
         shards[-1]["count"] += 1
+        shard_bytes += size
     close()
     if not shards:
         raise ShardError(f"no samples were written to {out_dir}: the source is empty")
@@ -152,6 +217,65 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
                 "shards"
             )
     return manifest
+
+
+ZERO_BLOCK = bytes(512)
+
+
+def _tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
+    """(name, data) of the regular files of a tar, in order: a lean ustar/PAX/GNU reader (about
+    twice as fast as ``tarfile`` per member, which matters for small images)."""
+    long_name: str | None = None
+    while True:
+        header = stream.read(512)
+        if not header or header == ZERO_BLOCK:
+            return
+        if len(header) < 512:
+            raise ValueError("truncated header")
+        stored = int(header[148:156].rstrip(b"\0 ").strip() or b"0", 8)
+        if stored != sum(header[:148]) + 256 + sum(header[156:]):  # chksum field read as spaces
+            raise ValueError("bad header checksum")
+        size = int(header[124:136].rstrip(b"\0 ").strip() or b"0", 8)
+        data = stream.read(size)
+        if len(data) < size:
+            raise ValueError("unexpected end of data")
+        stream.read(-size % 512)
+        kind = header[156:157]
+        if kind == b"x":  # PAX extended header: its "path" names the next member
+            for record in data.decode("utf-8").splitlines():
+                if " path=" in record:
+                    long_name = record.split(" path=", 1)[1]
+        elif kind == b"L":  # GNU long name
+            long_name = data.rstrip(b"\0").decode("utf-8")
+        elif kind in (b"0", b"\0"):
+            name = header[:100].rstrip(b"\0").decode("utf-8")
+            prefix = header[345:500].rstrip(b"\0").decode("utf-8")
+            yield long_name or (f"{prefix}/{name}" if prefix else name), data
+            long_name = None
+
+
+def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
+    """The samples of one shard as WebDataset groups them: ``{"__key__": …, "png": bytes, …}``
+    (key = the member name up to the first dot of its file name; suffixes lower-cased).
+    A missing, truncated or corrupt shard raises :class:`ShardError` naming it."""
+    sample: dict[str, Any] = {}
+    try:
+        with open(path, "rb", buffering=1 << 20) as stream:
+            for name, data in _tar_members(stream):
+                folder, _, base = name.rpartition("/")
+                stem, _, suffix = base.partition(".")
+                key = f"{folder}/{stem}" if folder else stem
+                if sample and sample["__key__"] != key:
+                    yield sample
+                    sample = {}
+                sample.setdefault("__key__", key)
+                sample[suffix.lower()] = data
+    except (OSError, ValueError) as err:
+        raise ShardError(
+            f"shard '{path}' is unreadable ({err}); copy it again or re-create the shards"
+        ) from None
+    if sample:
+        yield sample
 
 
 def verify_shards(shard_dir: str | Path, manifest: dict[str, Any]) -> None:

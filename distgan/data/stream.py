@@ -3,42 +3,62 @@ shuffled, deterministic for a seed, and resumable to the exact batch.
 
 How determinism and resume work
 -------------------------------
-* Epoch ``e`` permutes the shard list with ``seed`` and ``e``; rank ``r`` of ``R`` takes every
-  R-th shard of it, and loader worker ``w`` of ``W`` every W-th shard of those. So the ranks'
-  workers partition the data set in every epoch.
-* Each worker runs an endless chain of its own epochs: read its shards → shuffle buffer (seeded
-  by seed, epoch, rank, worker) → decode → batches of ``batch_size`` (the remainder of an epoch is
-  dropped). Each batch therefore comes from exactly one worker, which tags it.
+* Each loader worker reads an endless chain of its own *worker epochs*. Which shards a worker
+  reads in epoch ``e`` depends on ``data.mode``:
+
+  - ``epoch``: epoch ``e`` permutes the shard list with ``seed`` and ``e``; rank ``r`` of ``R``
+    takes every R-th shard of it, and loader worker ``w`` of ``W`` every W-th shard of those. So
+    the ranks' workers partition the data set in every epoch: every sample is seen exactly once
+    per epoch. It needs at least R × W shards (a clear error says how many otherwise).
+  - ``resampled``: worker ``w`` of rank ``r`` draws ``max(1, shards // (R·W))`` shards *with
+    replacement* (seeded by seed, e, r, w). Any number of shards works, and every rank's stream
+    is endless with full batches (the usual cure for uneven-shard hangs in DDP).
+
+* A worker epoch: its shards' samples → shuffle buffer (seeded by seed, epoch, rank, worker) →
+  decode (an image that fails to decode is skipped, counted and logged with shard and key) →
+  transforms (:mod:`distgan.data.transforms`, random choices a pure function of seed, epoch and
+  key) → batches of ``batch_size``. Batches run on across epoch boundaries: no sample is
+  dropped, every batch is full, and a batch may hold the end of one epoch and the start of the
+  next. Each batch comes from exactly one worker, which tags it with its position: the epoch and
+  the number of raw samples (decodable or not) read in that epoch so far.
 * ``torch.utils.data.DataLoader`` takes batches from workers strictly round-robin. The position of
-  a rank is thus ``consumed[w]`` (batches taken from each logical worker) plus the next worker
-  in turn. On resume, worker ``w`` skips ``consumed[w]`` batches — whole epochs are skipped by
-  arithmetic on the manifest's counts, the rest without decoding — and physical worker 0 plays the
-  logical worker that was next, so the resumed run sees exactly the batches the uninterrupted
-  run would have seen.
+  a rank is thus each logical worker's (epoch, samples read) plus the next worker in turn. On
+  resume, worker ``w`` starts at its epoch and skips the samples already read, without decoding
+  them, and physical worker 0 plays the logical worker that was next, so the resumed run sees
+  exactly the batches the uninterrupted run would have seen.
+
+Batches (dicts)
+---------------
+``image`` float[B,C,H,W] in [-1, 1] (or scaled L*a*b* with ``data.lab``), ``key`` list[str], and
+when the shards have them: ``label`` long[B] (``cls``), ``attrs`` float[B,A] of 0/1 (CelebA's
+attributes, names in ``info.attribute_names``), ``target`` float[B,C,H,W] (the second image of a
+pix2pix pair, transformed like ``image``).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import random
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from distgan.data.shards import ShardError, read_manifest, verify_shards
+from distgan.data.shards import ShardError, iter_samples, read_manifest, verify_shards
+from distgan.data.transforms import Transforms
 
 log = logging.getLogger("distgan.data")
 
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
+Mode = Literal["epoch", "resampled"]
 
 
 @dataclass(frozen=True)
@@ -49,35 +69,63 @@ class DatasetInfo:
     channels: int
     class_names: list[str]
     total: int
+    attribute_names: list[str] = field(default_factory=list)
+    paired: bool = False
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
 
-def dataset_info(manifest: dict[str, Any]) -> DatasetInfo:
+def dataset_info(manifest: dict[str, Any], transforms: Transforms | None = None) -> DatasetInfo:
+    channels = int(manifest["channels"])
     return DatasetInfo(
         resolution=int(manifest["resolution"]),
-        channels=int(manifest["channels"]),
+        channels=transforms.channels(channels) if transforms else channels,
         class_names=list(manifest.get("class_names") or []),
         total=int(manifest.get("total", sum(s["count"] for s in manifest["shards"]))),
+        attribute_names=list(manifest.get("attribute_names") or []),
+        paired=bool(manifest.get("paired", False)),
     )
 
 
-def decode_sample(sample: dict[str, Any], channels: int) -> dict[str, Any]:
-    """Raw tar members → ``{"image": float[C,H,W] in [-1,1], "key": str, "label": int}``."""
+def _pixels(data: bytes, channels: int) -> torch.Tensor:
+    """Encoded image → uint8 [C,H,W] (decoding fully, so truncation is caught here)."""
+    with Image.open(io.BytesIO(data)) as pil:
+        mode = "L" if channels == 1 else "RGB"
+        array = np.array(pil if pil.mode == mode else pil.convert(mode), dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def decode_sample(
+    sample: dict[str, Any],
+    channels: int,
+    transforms: Transforms | None = None,
+    seed: int = 0,
+    epoch: int = 0,
+) -> dict[str, Any]:
+    """Raw tar members → ``{"image": uint8 [C,H,W], "key"}`` plus ``label`` / ``attrs`` /
+    ``target`` if present, after the random crop/flip (colour comes per batch in ``_collate``)."""
+    key = sample["__key__"]
     data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
     if data is None:
         raise ValueError(f"no image member (one of {', '.join(IMAGE_KEYS)})")
-    with Image.open(io.BytesIO(data)) as pil:
-        pil = pil.convert("L" if channels == 1 else "RGB")
-        array = np.asarray(pil, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    image = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
-    out: dict[str, Any] = {"image": image, "key": sample["__key__"]}
+    images = [_pixels(data, channels)]
+    target = next((sample[f"target.{k}"] for k in IMAGE_KEYS if f"target.{k}" in sample), None)
+    if target is not None:
+        images.append(_pixels(target, channels))
+    images = (transforms or Transforms()).geometry(images, seed, epoch, key)
+    out: dict[str, Any] = {"image": images[0], "key": key}
+    if target is not None:
+        out["target"] = images[1]
     if "cls" in sample:
         out["label"] = int(sample["cls"])
+    if "json" in sample:
+        extra = json.loads(sample["json"])
+        if "attrs" in extra:
+            out["attrs"] = torch.tensor(extra["attrs"], dtype=torch.float32)
     return out
 
 
@@ -109,112 +157,130 @@ class ShardStream(IterableDataset):
         num_workers: int = 0,
         shuffle_buffer: int = 1000,
         verify: bool = False,
+        mode: Mode = "epoch",
+        transforms: Transforms | None = None,
     ) -> None:
         self.shard_dir = Path(shard_dir)
         self.manifest = read_manifest(self.shard_dir)
         if verify:
             verify_shards(self.shard_dir, self.manifest)
-        self.info = dataset_info(self.manifest)
+        if mode not in ("epoch", "resampled"):
+            raise ValueError(f"data.mode='{mode}': use epoch or resampled")
+        self.transforms = transforms or Transforms()
+        self.info = dataset_info(self.manifest, self.transforms)
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
         self.num_workers = max(num_workers, 1)
         self.shuffle_buffer = shuffle_buffer
-        # Set by ResumableLoader before the workers start:
-        self.skip_batches = [0] * self.num_workers
+        self.mode = mode
+        # Set by ResumableLoader before the workers start: per logical worker (epoch, samples read)
+        self.start_positions = [(0, 0)] * self.num_workers
         self.worker_offset = 0
         needed = world_size * self.num_workers
-        if len(self.manifest["shards"]) < needed:
+        if mode == "epoch" and len(self.manifest["shards"]) < needed:
             raise ShardError(
                 f"'{self.shard_dir}' has {len(self.manifest['shards'])} shards but "
                 f"{world_size} ranks × {self.num_workers} loader workers need at least {needed}; "
-                f"lower data.num_workers or re-create the shards with more, smaller shards"
+                f"lower data.num_workers, re-create the shards with more, smaller shards "
+                f"(--samples-per-shard), or use data.mode=resampled"
             )
 
     # -- which shards a worker reads in an epoch
     def worker_shards(self, epoch: int, worker: int) -> list[dict[str, Any]]:
         shards = list(self.manifest["shards"])
+        if self.mode == "resampled":
+            rng = random.Random(f"{self.seed}/resampled/{epoch}/{self.rank}/{worker}")
+            per_worker = max(1, len(shards) // (self.world_size * self.num_workers))
+            return [rng.choice(shards) for _ in range(per_worker)]
         random.Random(f"{self.seed}/shards/{epoch}").shuffle(shards)
         return shards[self.rank :: self.world_size][worker :: self.num_workers]
 
+    def samples_in_epoch(self, epoch: int, worker: int) -> int:
+        return sum(s["count"] for s in self.worker_shards(epoch, worker))
+
     def batches_in_epoch(self, epoch: int, worker: int) -> int:
-        return sum(s["count"] for s in self.worker_shards(epoch, worker)) // self.batch_size
+        """Whole batches' worth of samples (batches run on across epochs, so this is a floor)."""
+        return self.samples_in_epoch(epoch, worker) // self.batch_size
 
     # -- the worker's stream
     def _raw_samples(self, shards: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for shard in shards:
-            path = self.shard_dir / shard["file"]
-            try:
-                stream = open(path, "rb")  # noqa: SIM115 — closed below
-            except OSError as err:
-                raise ShardError(f"cannot read shard '{path}': {err}") from None
-            with stream:
-                source = [{"url": str(path), "stream": stream}]
-                members = wds.tariterators.tar_file_expander(source)
-                for sample in wds.tariterators.group_by_keys(members):
-                    sample["__shard__"] = shard["file"]
-                    yield sample
+            for sample in iter_samples(self.shard_dir / shard["file"]):
+                sample["__shard__"] = shard["file"]
+                yield sample
 
-    def _epoch_batches(self, epoch: int, worker: int, skip: int) -> Iterator[dict[str, Any]]:
+    def _epoch_samples(self, epoch: int, worker: int) -> Iterator[dict[str, Any]]:
         rng = random.Random(f"{self.seed}/buffer/{epoch}/{self.rank}/{worker}")
-        samples = _shuffled(
-            self._raw_samples(self.worker_shards(epoch, worker)), self.shuffle_buffer, rng
-        )
-        for _ in range(skip * self.batch_size):  # already trained on: skip without decoding
-            next(samples, None)
+        raw = self._raw_samples(self.worker_shards(epoch, worker))
+        return _shuffled(raw, self.shuffle_buffer, rng)
+
+    def _decode(self, raw: dict[str, Any], epoch: int) -> dict[str, Any] | None:
+        try:
+            return decode_sample(raw, self.info.channels, self.transforms, self.seed, epoch)
+        except Exception as err:  # a corrupt image must not stop a long run
+            log.warning(
+                "skipping sample '%s' in shard '%s': %s",
+                raw.get("__key__"),
+                raw.get("__shard__"),
+                err,
+            )
+            return None
+
+    def _worker_batches(self, worker: int) -> Iterator[dict[str, Any]]:
+        epoch, read = self.start_positions[worker]
         pending: list[dict[str, Any]] = []
         bad = 0
-        for raw in samples:
-            try:
-                pending.append(decode_sample(raw, self.info.channels))
-            except Exception as err:  # a corrupt image must not stop a long run
-                bad += 1
-                log.warning(
-                    "skipping sample '%s' in shard '%s': %s",
-                    raw.get("__key__"),
-                    raw.get("__shard__"),
-                    err,
+        while True:
+            samples = self._epoch_samples(epoch, worker)
+            from_start = read == 0
+            for _ in range(read):  # already trained on: skip without decoding
+                next(samples, None)
+            good = 0
+            for raw in samples:
+                read += 1
+                item = self._decode(raw, epoch)
+                if item is None:
+                    bad += 1
+                    continue
+                good += 1
+                pending.append(item)
+                if len(pending) == self.batch_size:
+                    yield self._collate(pending, worker, (epoch, read), bad)
+                    pending, bad = [], 0
+            if good == 0 and from_start:
+                raise ShardError(
+                    f"rank {self.rank} worker {worker} found no decodable sample in its shards "
+                    f"of '{self.shard_dir}' in epoch {epoch}; check them with data.verify=true"
                 )
-                continue
-            if len(pending) == self.batch_size:
-                yield self._collate(pending, worker, bad)
-                pending, bad = [], 0
+            epoch, read = epoch + 1, 0
 
-    def _collate(self, items: list[dict[str, Any]], worker: int, bad: int) -> dict[str, Any]:
+    def _collate(
+        self, items: list[dict[str, Any]], worker: int, position: tuple[int, int], bad: int
+    ) -> dict[str, Any]:
+        colour = self.transforms.colour
         batch: dict[str, Any] = {
-            "image": torch.stack([it["image"] for it in items]),
+            "image": colour(torch.stack([it["image"] for it in items])),
             "key": [it["key"] for it in items],
         }
-        if "label" in items[0]:
+        if all("target" in it for it in items):
+            batch["target"] = colour(torch.stack([it["target"] for it in items]))
+        if all("label" in it for it in items):
             batch["label"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
+        if all("attrs" in it for it in items):
+            batch["attrs"] = torch.stack([it["attrs"] for it in items])
         batch["_worker"] = worker
+        batch["_position"] = position
         batch["_bad"] = bad
         return batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         physical = info.id if info is not None else 0
-        worker = (physical + self.worker_offset) % self.num_workers
         if info is None and self.num_workers > 1:
             raise RuntimeError("ShardStream with several logical workers needs DataLoader workers")
-        skip = self.skip_batches[worker]
-        epoch = 0
-        while True:  # whole epochs already consumed are skipped by arithmetic
-            in_epoch = self.batches_in_epoch(epoch, worker)
-            if in_epoch == 0:
-                raise ShardError(
-                    f"rank {self.rank} worker {worker} gets fewer than one batch per epoch from "
-                    f"'{self.shard_dir}'; lower train.batch_size or data.num_workers"
-                )
-            if skip < in_epoch:
-                break
-            skip -= in_epoch
-            epoch += 1
-        while True:
-            yield from self._epoch_batches(epoch, worker, skip)
-            skip = 0
-            epoch += 1
+        yield from self._worker_batches((physical + self.worker_offset) % self.num_workers)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -232,12 +298,13 @@ class ResumableLoader:
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.consumed = [0] * stream.num_workers
+        self.positions = [(0, 0)] * stream.num_workers
         self.next_worker = 0
         self.bad_samples = 0
         self._iterator: Iterator[dict[str, Any]] | None = None
 
     def _start(self) -> None:
-        self.stream.skip_batches = list(self.consumed)
+        self.stream.start_positions = list(self.positions)
         self.stream.worker_offset = self.next_worker
         loader = DataLoader(
             self.stream,
@@ -256,8 +323,13 @@ class ResumableLoader:
     def __next__(self) -> dict[str, Any]:
         if self._iterator is None:
             self._start()
-        batch = next(self._iterator)
+        try:
+            batch = next(self._iterator)
+        except ShardError as err:  # from a worker: keep the one line that names the shard
+            lines = [ln for ln in str(err).splitlines() if ln.startswith(ShardError.__name__)]
+            raise ShardError(lines[-1].split(": ", 1)[1] if lines else str(err)) from None
         worker = int(batch.pop("_worker"))
+        self.positions[worker] = tuple(int(v) for v in batch.pop("_position"))
         self.bad_samples += int(batch.pop("_bad"))
         self.consumed[worker] += 1
         self.next_worker = (worker + 1) % self.stream.num_workers
@@ -271,34 +343,37 @@ class ResumableLoader:
             shutdown()
         self._iterator = None
 
+    def _fingerprint(self) -> dict[str, Any]:
+        s = self.stream
+        return {
+            "num_workers": s.num_workers,
+            "batch_size": s.batch_size,
+            "world_size": s.world_size,
+            "seed": s.seed,
+            "mode": s.mode,
+        }
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "consumed": list(self.consumed),
+            "positions": [list(p) for p in self.positions],
             "next_worker": self.next_worker,
             "bad_samples": self.bad_samples,
-            "num_workers": self.stream.num_workers,
-            "batch_size": self.stream.batch_size,
-            "world_size": self.stream.world_size,
-            "seed": self.stream.seed,
+            **self._fingerprint(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = {
-            "num_workers": self.stream.num_workers,
-            "batch_size": self.stream.batch_size,
-            "world_size": self.stream.world_size,
-            "seed": self.stream.seed,
-        }
+        expected = self._fingerprint()
         changed = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
-        if changed:
+        if changed or "positions" not in state:
             what = ", ".join(f"{k} {old}→{new}" for k, (old, new) in changed.items())
             log.warning(
-                "data position not restored exactly (%s changed since the checkpoint); "
-                "the stream restarts from the beginning",
-                what,
+                "data position not restored exactly (%s); the stream restarts from the beginning",
+                f"{what} changed since the checkpoint" if what else "an older checkpoint format",
             )
             return
         self.consumed = list(state["consumed"])
+        self.positions = [tuple(p) for p in state["positions"]]
         self.next_worker = int(state["next_worker"])
         self.bad_samples = int(state.get("bad_samples", 0))
         self._iterator = None

@@ -19,6 +19,7 @@ from accelerate.utils import broadcast_object_list, set_seed
 
 from distgan.config import Config, to_yaml
 from distgan.data.stream import ResumableLoader, ShardStream
+from distgan.data.transforms import Transforms
 from distgan.engine import checkpoint as ckpt
 from distgan.engine.ema import make_ema, update_ema
 from distgan.engine.parallel import DataParallel, DeepSpeedParallel, deepspeed_config_from_launch
@@ -131,6 +132,10 @@ def train(cfg: Config) -> Path:
         num_workers=cfg.data.num_workers,
         shuffle_buffer=cfg.data.shuffle_buffer,
         verify=cfg.data.verify,
+        mode=cfg.data.mode,
+        transforms=Transforms(
+            flip=cfg.data.flip, crop=cfg.data.crop, grayscale=cfg.data.grayscale, lab=cfg.data.lab
+        ),
     )
     loader = ResumableLoader(stream, cfg.data.num_workers, pin_memory=device.type == "cuda")
 
@@ -279,7 +284,8 @@ def train(cfg: Config) -> Path:
                 names = sorted(sums)
                 means = accelerator.reduce(torch.stack([sums[n] for n in names]) / count, "mean")
                 values = dict(zip(names, means.tolist(), strict=True))
-                values["data/bad_samples"] = float(loader.bad_samples)
+                bad = torch.tensor(float(loader.bad_samples), device=device)
+                values["data/bad_samples"] = accelerator.reduce(bad, "sum").item()  # all ranks
                 if not all(math.isfinite(v) for v in values.values()):
                     raise TrainingDiverged(
                         f"non-finite loss at step {step}: {values}; lower the learning rates or "

@@ -1,0 +1,43 @@
+"""Unpaired images for CycleGAN (``trainA/ trainB/ testA/ testB/``) → shards of two domains.
+
+Both domains go into one shard folder: the label is the domain (0 = A, 1 = B; ``class_names``
+``["A", "B"]``), so a recipe splits each batch by ``label``. Images are cropped to their central
+square and resized to ``--size``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from distgan.data.sources._common import (
+    Item,
+    Options,
+    add_common_arguments,
+    convert_items,
+    image_files,
+    require,
+    sanitize_key,
+)
+
+DOMAINS = ["A", "B"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, size=256, splits=("train", "test", "all"))
+
+
+def convert(args: argparse.Namespace) -> dict[str, Any]:
+    src = Path(args.src)
+    items = []
+    for split in ["train", "test"] if args.split == "all" else [args.split]:
+        for label, domain in enumerate(DOMAINS):
+            folder = require(src / f"{split}{domain}", "CycleGAN data sets have trainA/ trainB/ …")
+            for path in image_files(folder):
+                name = path.relative_to(folder).with_suffix("").as_posix()
+                key = f"{split}{domain}-{sanitize_key(name)}"
+                items.append(Item(key=key, image=str(path), label=label))
+    opts = Options(size=args.size, image_format=args.format, quality=args.quality)
+    meta = {"source": "unpaired", "split": args.split, "class_names": DOMAINS}
+    return convert_items(items, args, opts, meta)
