@@ -109,7 +109,7 @@ def build_distgan_step(cfg, info: DatasetInfo, device: torch.device):
     def step_fn(i: int) -> None:
         train_step(phases, i, models, parallel, precision, ctx, batch)
 
-    return step_fn, recipe, models
+    return step_fn, recipe, models, speed
 
 
 def build_dcgan_example_step(
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.recipe, overrides)
     info = dataset_info_for(cfg, args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    step_fn, recipe, models = build_distgan_step(cfg, info, device)
+    step_fn, recipe, models, speed = build_distgan_step(cfg, info, device)
 
     first, median = time_steps(step_fn, args.warmup, args.steps, device)
     flops = count_flops(step_fn)
@@ -181,8 +181,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": batch,
         "resolution": info.resolution,
         "precision": cfg.train.precision,
-        "compile": cfg.train.compile,
-        "channels_last": cfg.train.channels_last,
+        "compile": speed.compile,
+        "channels_last": speed.channels_last,
+        "fused_optimizers": speed.fused_optimizers,
         "first_step_s": round(first, 3),
         "step_s": round(median, 4),
         "img_per_s": round(batch / median, 1),

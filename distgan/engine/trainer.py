@@ -24,7 +24,7 @@ from distgan.engine import checkpoint as ckpt
 from distgan.engine.ema import make_ema, update_ema
 from distgan.engine.parallel import DataParallel, DeepSpeedParallel, deepspeed_config_from_launch
 from distgan.engine.reporting import RunLogger, setup_console_logging
-from distgan.engine.runtime import Precision, describe, make_accelerator
+from distgan.engine.runtime import Precision, describe, make_accelerator, speed_settings
 from distgan.engine.signals import StopFlag, StopTraining, parse_duration
 from distgan.recipes import get_recipe
 from distgan.recipes.base import Nets, Phase, StepContext
@@ -146,6 +146,8 @@ def train(cfg: Config) -> Path:
     ema_name = f"{recipe.ema_of}_ema" if recipe.ema_of else None
     if ema_name:
         models[ema_name] = make_ema(models[recipe.ema_of])
+    speed = speed_settings(cfg, device)
+    speed.apply(models)
     set_seed(t.seed + 1_000_003 * rank)
     noise = torch.Generator(device).manual_seed(t.seed * 7919 + rank)
     ctx = StepContext(device, noise)
@@ -166,7 +168,7 @@ def train(cfg: Config) -> Path:
         step, images_seen, wandb_id = state["step"], state["images_seen"], state.get("wandb_id")
 
     # --- optimizers, precision, and how trained networks are synchronised (DDP or DeepSpeed)
-    optimizers = recipe.build_optimizers(models)
+    optimizers = recipe.build_optimizers(models, fused=speed.fused_optimizers)
     precision = Precision(t.precision, device, list(optimizers))
     if deepspeed_config:
         parallel = DeepSpeedParallel(
@@ -267,10 +269,12 @@ def train(cfg: Config) -> Path:
     count = 0
     try:
         while step < t.steps:
-            batch = {
-                k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                for k, v in next(loader).items()
-            }
+            batch = speed.batch(
+                {
+                    k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                    for k, v in next(loader).items()
+                }
+            )
             logged = train_step(phases, step, models, parallel, precision, ctx, batch)
             for key, value in logged.items():
                 sums[key] = sums.get(key, 0) + value.float()
