@@ -111,6 +111,7 @@ class Precision:
         self.scalers = {
             name: torch.amp.GradScaler(device.type, enabled=use_scaler) for name in optimizer_names
         }
+        self.skipped_steps = 0  # optimizer steps skipped by the fp16 scalers since start-up
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -123,8 +124,19 @@ class Precision:
     def backward(self, loss: torch.Tensor, name: str) -> None:
         self.scalers[name].scale(loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, name: str) -> None:
-        """Optimizer step (skipped by the scaler on inf/NaN gradients under fp16)."""
+    def step(self, optimizer: torch.optim.Optimizer, name: str) -> bool:
+        """Optimizer step; False if the scaler skipped it (inf/NaN gradients under fp16).
+
+        The scaler lowers its scale exactly when it skipped the step; skips are counted in
+        ``skipped_steps`` (logged as ``amp/skipped_steps``).
+        """
         scaler = self.scalers[name]
+        if not scaler.is_enabled():
+            optimizer.step()
+            return True
+        before = scaler.get_scale()
         scaler.step(optimizer)
         scaler.update()
+        applied = scaler.get_scale() >= before
+        self.skipped_steps += not applied
+        return applied

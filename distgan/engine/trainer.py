@@ -206,7 +206,7 @@ def train(cfg: Config) -> Path:
     # --- the loop
     phases = recipe.phases
     sums: dict[str, torch.Tensor] = {}
-    count = 0
+    counts: dict[str, int] = {}
     try:
         while step < t.steps:
             batch = {
@@ -221,30 +221,38 @@ def train(cfg: Config) -> Path:
                 nets = Nets({n: wrapped[n] if n == phase.trains else m for n, m in models.items()})
                 optimizer = optimizers[phase.trains]
                 optimizer.zero_grad(set_to_none=True)
+                ctx.enter(step, precision.scalers[phase.trains])
                 with precision.autocast():
                     loss, logs = phase.loss(nets, batch, ctx)
                 precision.backward(loss, phase.trains)
-                precision.step(optimizer, phase.trains)
+                if not precision.step(optimizer, phase.trains):
+                    continue  # fp16 skipped it (inf/NaN): counted, its losses not logged
                 for key, value in logs.items():
                     sums[key] = sums.get(key, 0) + value.detach().float()
+                    counts[key] = counts.get(key, 0) + 1  # phases may run every k-th step
             if ema_name:
                 update_ema(models[ema_name], models[recipe.ema_of], t.ema_decay)
             step += 1
-            count += 1
             images_seen += t.batch_size * world
 
             if step % cfg.log.every == 0 or step == t.steps:
                 names = sorted(sums)
-                means = accelerator.reduce(torch.stack([sums[n] for n in names]) / count, "mean")
-                values = dict(zip(names, means.tolist(), strict=True))
+                # (empty only if fp16 skipped every step of the interval)
+                means = [sums[n] / counts[n] for n in names]
+                means = accelerator.reduce(
+                    torch.stack(means or [torch.zeros((), device=device)]), "mean"
+                )
+                values = dict(zip(names, means.tolist(), strict=False))
                 values["data/bad_samples"] = float(loader.bad_samples)
+                if t.precision == "fp16":
+                    values["amp/skipped_steps"] = float(precision.skipped_steps)
                 if not all(math.isfinite(v) for v in values.values()):
                     raise TrainingDiverged(
                         f"non-finite loss at step {step}: {values}; lower the learning rates or "
                         "resume from an earlier checkpoint"
                     )
                 reporter.scalars(step, images_seen, values)
-                sums, count = {}, 0
+                sums, counts = {}, {}
             else:
                 reporter.advance(step)
             if step % cfg.log.sample_every == 0 or step == t.steps:

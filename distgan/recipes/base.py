@@ -43,14 +43,27 @@ class Nets:
 
 
 class StepContext:
-    """What a loss may ask of the engine: the device and this rank's noise generator."""
+    """What a loss may ask of the engine: the device, this rank's noise generator, the engine
+    step (for lazy regularization and schedules) and the trained network's GradScaler (for
+    gradient penalties under fp16: see distgan/penalties.py). The engine sets ``step`` and
+    ``scaler`` before each phase; the scaler is disabled unless ``train.precision=fp16``.
+    """
 
     def __init__(self, device: torch.device, generator: torch.Generator) -> None:
         self.device = device
         self.generator = generator
+        self.step = 0
+        self.scaler: torch.amp.GradScaler | None = None
+
+    def enter(self, step: int, scaler: torch.amp.GradScaler | None) -> StepContext:
+        self.step, self.scaler = step, scaler
+        return self
 
     def randn(self, *shape: int) -> torch.Tensor:
         return torch.randn(*shape, device=self.device, generator=self.generator)
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(*shape, device=self.device, generator=self.generator)
 
     def randint(self, high: int, *shape: int) -> torch.Tensor:
         return torch.randint(high, shape, device=self.device, generator=self.generator)
