@@ -3,8 +3,8 @@
 The two-player schedule and losses are the shared ones (recipes/_adversarial.py); the defaults
 are the classic setup: the non-saturating loss, one D and one G step per batch, with
 ``loss.real_label`` for one-sided label smoothing. The "GAN hacks" are switches:
-``loss.label_flip``, ``loss.label_noise``, ``loss.instance_noise``, ``model.d_dropout``, ``model.output`` (tanh) and
-``model.kernel_size`` (divisible by the stride, 2).
+``loss.label_flip``, ``loss.label_noise``, ``loss.instance_noise``, ``model.d_dropout``,
+``model.output`` (tanh) and ``model.kernel_size`` (divisible by the stride, 2).
 """
 
 from __future__ import annotations
