@@ -36,7 +36,9 @@ not use BatchNorm (the per-sample gradient would depend on the batch, and on how
 *torch.compile.* Double backward through an aot_autograd-compiled module is unsupported. With
 ``model.compile=true`` a recipe compiles only the plain passes (G, and D on real/fake images); the
 penalty's D pass goes through the *uncompiled* module, which holds the same parameters, so the
-gradients are those of the eager model (tested in tests/test_losses.py).
+gradients are those of the eager model (tested in tests/test_losses.py with the aot_eager
+backend; with inductor and 2 DDP processes the weights after 6 WGAN-GP steps matched an eager run
+to 3e-7).
 """
 
 from __future__ import annotations
