@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -109,8 +116,40 @@ class TrainConfig(_Section):
 
 
 class LossConfig(_Section):
-    adversarial: Literal["nonsaturating"] = "nonsaturating"
-    real_label: float = Field(1.0, gt=0, le=1, description="one-sided label smoothing, e.g. 0.9")
+    """The generic loss section: adversarial loss, regularizers, schedule and "GAN hacks"
+    (see distgan/losses.py and distgan/penalties.py)."""
+
+    adversarial: Literal["minimax", "nonsaturating", "hinge", "wasserstein", "lsgan"] = Field(
+        "nonsaturating", description="adversarial loss of D and G"
+    )
+    real_label: float = Field(
+        1.0, gt=0, le=1, description="D's target for real images: one-sided smoothing, e.g. 0.9"
+    )
+    label_noise: float = Field(
+        0.0, ge=0, lt=0.5, description="D's targets drawn from [real_label − a, real_label], [0, a]"
+    )
+    label_flip: float = Field(
+        0.0, ge=0, lt=0.5, description="fraction of samples whose real/fake targets D sees swapped"
+    )
+    instance_noise: float = Field(
+        0.0, ge=0, description="std of Gaussian noise on D's inputs, annealed linearly to 0"
+    )
+    gp_weight: float = Field(0.0, ge=0, description="WGAN-GP λ: λ·E[(‖∇D(x̂)‖ − 1)²]")
+    r1_gamma: float = Field(0.0, ge=0, description="R1 γ: γ/2·E[‖∇D(x)‖²] on real images")
+    reg_every: int = Field(
+        1, ge=1, description="lazy regularization: the penalty on every k-th step, with gain k"
+    )
+    n_critic: int = Field(1, ge=1, description="D steps per G step (one D step per train step)")
+
+    @model_validator(mode="after")
+    def _targets_need_a_target_loss(self) -> LossConfig:
+        hacks = self.real_label != 1.0 or self.label_noise or self.label_flip
+        if hacks and self.adversarial in ("hinge", "wasserstein"):
+            raise ValueError(
+                f"loss.real_label/label_noise/label_flip need a loss with targets (minimax, "
+                f"nonsaturating, lsgan), not loss.adversarial={self.adversarial}"
+            )
+        return self
 
 
 class LogConfig(_Section):
@@ -242,6 +281,8 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], prefi
         return f"unknown key '{key}'{maybe}; valid keys here: {', '.join(valid)}"
     if first["type"] == "missing":
         return f"missing key '{key}'"
+    if first["type"] == "value_error" and isinstance(first.get("input"), dict):
+        return str(first["msg"]).removeprefix("Value error, ")  # a whole-section check
     given = first.get("input")
     return f"bad value for '{key}': {given!r} — {first['msg']}"
 

@@ -102,7 +102,7 @@ def build_distgan_step(cfg, info: DatasetInfo, device: torch.device):
     optimizers = recipe.build_optimizers(models, fused=speed.fused_optimizers)
     precision = Precision(cfg.train.precision, device, list(optimizers))
     parallel = DataParallel(Accelerator(cpu=device.type == "cpu"), precision, models, optimizers)
-    ctx = StepContext(device, torch.Generator(device).manual_seed(0))
+    ctx = StepContext(device, torch.Generator(device).manual_seed(0), speed.compile_backend)
     batch = speed.batch(synthetic_batch(info, cfg.train.batch_size, device))
     phases = recipe.phases
 

@@ -65,8 +65,9 @@ class DataParallel:
     def backward(self, name: str, loss: torch.Tensor) -> None:
         self.precision.backward(loss, name)
 
-    def step(self, name: str) -> None:
-        self.precision.step(self.optimizers[name], name)
+    def step(self, name: str) -> bool:
+        """False when the fp16 grad scaler skipped the step."""
+        return self.precision.step(self.optimizers[name], name)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -139,8 +140,9 @@ class DeepSpeedParallel:
     def backward(self, name: str, loss: torch.Tensor) -> None:
         self.engines[name].backward(loss)
 
-    def step(self, name: str) -> None:
+    def step(self, name: str) -> bool:
         self.engines[name].step()
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         """This rank's partition: the base optimizer's state and the fp32 master weights (plain

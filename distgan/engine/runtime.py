@@ -112,6 +112,7 @@ class Precision:
         self.scalers = {
             name: torch.amp.GradScaler(device.type, enabled=use_scaler) for name in optimizer_names
         }
+        self.skipped_steps = 0  # optimizer steps skipped by the fp16 scalers since start-up
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -124,11 +125,22 @@ class Precision:
     def backward(self, loss: torch.Tensor, name: str) -> None:
         self.scalers[name].scale(loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, name: str) -> None:
-        """Optimizer step (skipped by the scaler on inf/NaN gradients under fp16)."""
+    def step(self, optimizer: torch.optim.Optimizer, name: str) -> bool:
+        """Optimizer step; False if the scaler skipped it (inf/NaN gradients under fp16).
+
+        The scaler lowers its scale exactly when it skipped the step; skips are counted in
+        ``skipped_steps`` (logged as ``amp/skipped_steps``).
+        """
         scaler = self.scalers[name]
+        if not scaler.is_enabled():
+            optimizer.step()
+            return True
+        before = scaler.get_scale()
         scaler.step(optimizer)
         scaler.update()
+        applied = scaler.get_scale() >= before
+        self.skipped_steps += not applied
+        return applied
 
 
 @dataclass(frozen=True)
@@ -140,13 +152,14 @@ class SpeedSettings:
     fused_optimizers: bool
 
     def apply(self, models: dict[str, torch.nn.Module]) -> None:
-        for module in models.values():
-            if self.channels_last:
+        """channels_last for every network. (Compilation is per pass: ``StepContext.compiled``.)"""
+        if self.channels_last:
+            for module in models.values():
                 module.to(memory_format=torch.channels_last)
-        if self.compile:
-            for name, module in models.items():
-                if not name.endswith("_ema"):
-                    module.compile()  # in place: state_dict keys and DDP wrapping unchanged
+
+    @property
+    def compile_backend(self) -> str | None:
+        return "inductor" if self.compile else None
 
     def batch(self, batch: dict) -> dict:
         if self.channels_last:

@@ -93,7 +93,7 @@ def train_step(
 ) -> dict[str, torch.Tensor]:
     """One training step: every phase due at ``step`` does one optimizer step of its network.
 
-    Returns the phases' logged values (detached tensors: no host sync here)."""
+    Returns the logged values of the phases that stepped (detached tensors: no host sync)."""
     logged: dict[str, torch.Tensor] = {}
     for phase in phases:
         if step % phase.every:
@@ -103,10 +103,12 @@ def train_step(
             module.requires_grad_(name == trained)
         nets = Nets({**models, trained: parallel.module(trained)})
         parallel.zero_grad(trained)
+        ctx.enter(step, precision.scalers[trained])
         with precision.autocast():
             loss, logs = phase.loss(nets, batch, ctx)
         parallel.backward(trained, loss)
-        parallel.step(trained)
+        if not parallel.step(trained):
+            continue  # fp16 skipped it (inf/NaN gradients): counted, its losses not logged
         logged.update({key: value.detach() for key, value in logs.items()})
     return logged
 
@@ -150,7 +152,7 @@ def train(cfg: Config) -> Path:
     speed.apply(models)
     set_seed(t.seed + 1_000_003 * rank)
     noise = torch.Generator(device).manual_seed(t.seed * 7919 + rank)
-    ctx = StepContext(device, noise)
+    ctx = StepContext(device, noise, speed.compile_backend)
 
     # --- resume: weights before the networks are wrapped (DeepSpeed copies them at wrap time)
     step, images_seen, wandb_id, state = 0, 0, None, None
@@ -266,7 +268,7 @@ def train(cfg: Config) -> Path:
     stop = StopFlag(parse_duration(t.time_limit), t.stop_check_every, device)
     phases = recipe.phases
     sums: dict[str, torch.Tensor] = {}
-    count = 0
+    counts: dict[str, int] = {}
     try:
         while step < t.steps:
             batch = speed.batch(
@@ -278,25 +280,31 @@ def train(cfg: Config) -> Path:
             logged = train_step(phases, step, models, parallel, precision, ctx, batch)
             for key, value in logged.items():
                 sums[key] = sums.get(key, 0) + value.float()
+                counts[key] = counts.get(key, 0) + 1  # phases may run every k-th step
             if ema_name:
                 update_ema(models[ema_name], models[recipe.ema_of], t.ema_decay)
             step += 1
-            count += 1
             images_seen += t.batch_size * world
 
             if step % cfg.log.every == 0 or step == t.steps:
                 names = sorted(sums)
-                means = accelerator.reduce(torch.stack([sums[n] for n in names]) / count, "mean")
-                values = dict(zip(names, means.tolist(), strict=True))
+                # (empty only if fp16 skipped every step of the interval)
+                means = [sums[n] / counts[n] for n in names]
+                means = accelerator.reduce(
+                    torch.stack(means or [torch.zeros((), device=device)]), "mean"
+                )
+                values = dict(zip(names, means.tolist(), strict=False))
                 bad = torch.tensor(float(loader.bad_samples), device=device)
                 values["data/bad_samples"] = accelerator.reduce(bad, "sum").item()  # all ranks
+                if t.precision == "fp16":
+                    values["amp/skipped_steps"] = float(precision.skipped_steps)
                 if not all(math.isfinite(v) for v in values.values()):
                     raise TrainingDiverged(
                         f"non-finite loss at step {step}: {values}; lower the learning rates or "
                         "resume from an earlier checkpoint"
                     )
                 reporter.scalars(step, images_seen, values)
-                sums, count = {}, 0
+                sums, counts = {}, {}
             else:
                 reporter.advance(step)
             if step % cfg.log.sample_every == 0 or step == t.steps:

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from distgan.models.layers import output_layer, same_padding
+
 RESOLUTIONS = (32, 64, 128)
 
 
@@ -36,7 +38,11 @@ def dcgan_init_(module: nn.Module) -> None:
 
 
 class DCGANGenerator(nn.Module):
-    """z (+ label embedding) → 4×4 → … → resolution, BatchNorm + ReLU, tanh output in [-1, 1]."""
+    """z (+ label embedding) → 4×4 → … → resolution, BatchNorm + ReLU, tanh output in [-1, 1].
+
+    ``kernel_size`` of the stride-2 layers (4: divisible by the stride, no checkerboard) and
+    ``output`` (tanh | linear) are the "GAN hacks" switches.
+    """
 
     def __init__(
         self,
@@ -46,6 +52,8 @@ class DCGANGenerator(nn.Module):
         width: int = 64,
         num_classes: int = 0,
         embed_dim: int = 50,
+        kernel_size: int = 4,
+        output: str = "tanh",
     ) -> None:
         super().__init__()
         self.hparams = dict(
@@ -55,7 +63,10 @@ class DCGANGenerator(nn.Module):
             width=width,
             num_classes=num_classes,
             embed_dim=embed_dim,
+            kernel_size=kernel_size,
+            output=output,
         )
+        pad, out_pad = same_padding(kernel_size)
         self.z_dim, self.num_classes = z_dim, num_classes
         n_up = _num_upsamplings(resolution)
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
@@ -68,12 +79,13 @@ class DCGANGenerator(nn.Module):
         ]
         for _ in range(n_up - 1):
             layers += [
-                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
+                nn.ConvTranspose2d(ch, ch // 2, kernel_size, 2, pad, out_pad, bias=False),
                 nn.BatchNorm2d(ch // 2),
                 nn.ReLU(True),
             ]
             ch //= 2
-        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += [nn.ConvTranspose2d(ch, channels, kernel_size, 2, pad, out_pad, bias=False)]
+        layers += output_layer(output)
         self.net = nn.Sequential(*layers)
         dcgan_init_(self)
 
@@ -86,26 +98,41 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """resolution → … → 4×4 strided convs, BatchNorm + LeakyReLU(0.2), one logit per image."""
+    """resolution → … → 4×4 strided convs, BatchNorm + LeakyReLU(0.2), one logit per image;
+    optional dropout after each activation (a "GAN hack" against an over-confident D)."""
 
     def __init__(
-        self, resolution: int = 64, channels: int = 3, width: int = 64, num_classes: int = 0
+        self,
+        resolution: int = 64,
+        channels: int = 3,
+        width: int = 64,
+        num_classes: int = 0,
+        kernel_size: int = 4,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.hparams = dict(
-            resolution=resolution, channels=channels, width=width, num_classes=num_classes
+            resolution=resolution,
+            channels=channels,
+            width=width,
+            num_classes=num_classes,
+            kernel_size=kernel_size,
+            dropout=dropout,
         )
         n_down = _num_upsamplings(resolution)
+        pad, _ = same_padding(kernel_size)
         layers: list[nn.Module] = [
-            nn.Conv2d(channels, width, 4, 2, 1, bias=False),
+            nn.Conv2d(channels, width, kernel_size, 2, pad, bias=False),
             nn.LeakyReLU(0.2, True),
+            *([nn.Dropout(dropout)] if dropout else []),
         ]
         ch = width
         for _ in range(n_down - 1):
             layers += [
-                nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False),
+                nn.Conv2d(ch, ch * 2, kernel_size, 2, pad, bias=False),
                 nn.BatchNorm2d(ch * 2),
                 nn.LeakyReLU(0.2, True),
+                *([nn.Dropout(dropout)] if dropout else []),
             ]
             ch *= 2
         self.features = nn.Sequential(*layers)

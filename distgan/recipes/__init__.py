@@ -1,5 +1,6 @@
 """GAN families. One module per family; ``family: NAME`` in a recipe YAML selects
-``distgan/recipes/NAME.py``, whose ``RECIPE`` class the engine drives.
+``distgan/recipes/NAME.py``, whose ``RECIPE`` class the engine drives. Modules starting with
+``_`` hold code shared by families (``_adversarial.py``: the two-player GAN schedule).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from distgan.recipes.base import Phase, Recipe
 def family_names() -> list[str]:
     import distgan.recipes as pkg
 
-    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name != "base")
+    modules = pkgutil.iter_modules(pkg.__path__)
+    return sorted(m.name for m in modules if m.name != "base" and not m.name.startswith("_"))
 
 
 def get_recipe(family: str) -> type[Recipe]:

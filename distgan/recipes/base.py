@@ -43,14 +43,41 @@ class Nets:
 
 
 class StepContext:
-    """What a loss may ask of the engine: the device and this rank's noise generator."""
+    """What a loss may ask of the engine: the device, this rank's noise generator, the engine
+    step (for lazy regularization and schedules) and the trained network's GradScaler (for
+    gradient penalties under fp16: see distgan/penalties.py). The engine sets ``step`` and
+    ``scaler`` before each phase; the scaler is disabled unless ``train.precision=fp16``.
+    """
 
-    def __init__(self, device: torch.device, generator: torch.Generator) -> None:
+    def __init__(
+        self, device: torch.device, generator: torch.Generator, compile_backend: str | None = None
+    ) -> None:
         self.device = device
         self.generator = generator
+        self.step = 0
+        self.scaler: torch.amp.GradScaler | None = None
+        self.compile_backend = compile_backend  # set by the engine from train.compile
+        self._compiled: dict[int, nn.Module] = {}
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        """``module`` through ``torch.compile`` when ``train.compile`` is on, for the plain passes
+        only: a gradient penalty's double backward must go through ``module`` itself (see
+        distgan/penalties.py). Compiled once per module, then cached."""
+        if self.compile_backend is None:
+            return module
+        if id(module) not in self._compiled:
+            self._compiled[id(module)] = torch.compile(module, backend=self.compile_backend)
+        return self._compiled[id(module)]
+
+    def enter(self, step: int, scaler: torch.amp.GradScaler | None) -> StepContext:
+        self.step, self.scaler = step, scaler
+        return self
 
     def randn(self, *shape: int) -> torch.Tensor:
         return torch.randn(*shape, device=self.device, generator=self.generator)
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(*shape, device=self.device, generator=self.generator)
 
     def randint(self, high: int, *shape: int) -> torch.Tensor:
         return torch.randint(high, shape, device=self.device, generator=self.generator)

@@ -1,92 +1,59 @@
-"""DCGAN and its class-conditional variant (cDCGAN) with the non-saturating loss.
+"""DCGAN (Radford et al., 2016) and its class-conditional variant (cDCGAN).
 
-D step: D learns real → ``loss.real_label`` (one-sided smoothing), G(z) → 0.
-G step: G learns to make D call its samples real, back-propagating through a frozen D.
+The two-player schedule and losses are the shared ones (recipes/_adversarial.py); the defaults
+are the classic setup: the non-saturating loss, one D and one G step per batch, with
+``loss.real_label`` for one-sided label smoothing. The "GAN hacks" are switches:
+``loss.label_flip``, ``loss.label_noise``, ``loss.instance_noise``, ``model.d_dropout``,
+``model.output`` (tanh) and ``model.kernel_size`` (divisible by the stride, 2).
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
+
+from pydantic import Field
 from torch import nn
 
-from distgan import losses
 from distgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
-from distgan.recipes.base import Batch, Logs, ModelSection, Nets, Phase, Recipe, StepContext
+from distgan.recipes._adversarial import AdversarialRecipe, GANConfig
 
 
-class DCGANConfig(ModelSection):
+class DCGANConfig(GANConfig):
     z_dim: int = 100
-    g_width: int = 64
-    d_width: int = 64
+    g_width: int = Field(64, ge=1, description="channels of G's last hidden layer (×2 per layer)")
+    d_width: int = Field(64, ge=1, description="channels of D's first layer (×2 per layer)")
     conditional: bool = False
     embed_dim: int = 50
+    kernel_size: int = Field(4, ge=2, description="kernel of the stride-2 (transposed) convs")
+    d_dropout: float = Field(0.0, ge=0, lt=1, description="dropout after D's activations")
+    output: Literal["tanh", "linear"] = "tanh"
 
 
-class DCGAN(Recipe):
+class DCGAN(AdversarialRecipe):
     ModelConfig = DCGANConfig
 
-    def _classes(self) -> int:
-        if not self.hp.conditional:
-            return 0
-        if self.data.num_classes < 2:
-            from distgan.config import ConfigError
-
-            raise ConfigError(
-                "model.conditional=true needs labelled shards (class_names in manifest.json)"
-            )
-        return self.data.num_classes
-
-    def build_models(self) -> dict[str, nn.Module]:
-        res, ch, classes = self.data.resolution, self.data.channels, self._classes()
+    def networks(self) -> dict[str, nn.Module]:
+        res, ch, classes, hp = self.data.resolution, self.data.channels, self.num_classes(), self.hp
         return {
             "G": DCGANGenerator(
-                z_dim=self.hp.z_dim,
+                z_dim=hp.z_dim,
                 resolution=res,
                 channels=ch,
-                width=self.hp.g_width,
+                width=hp.g_width,
                 num_classes=classes,
-                embed_dim=self.hp.embed_dim,
+                embed_dim=hp.embed_dim,
+                kernel_size=hp.kernel_size,
+                output=hp.output,
             ),
             "D": DCGANDiscriminator(
-                resolution=res, channels=ch, width=self.hp.d_width, num_classes=classes
+                resolution=res,
+                channels=ch,
+                width=hp.d_width,
+                num_classes=classes,
+                kernel_size=hp.kernel_size,
+                dropout=hp.d_dropout,
             ),
         }
-
-    @property
-    def phases(self) -> list[Phase]:
-        return [Phase("D", trains="D", loss=self.d_loss), Phase("G", trains="G", loss=self.g_loss)]
-
-    def _fake(self, G: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
-        z = ctx.randn(batch["image"].shape[0], self.hp.z_dim)
-        return G(z, batch.get("label") if self.hp.conditional else None)
-
-    def d_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
-        label = batch.get("label") if self.hp.conditional else None
-        with torch.no_grad():
-            fake = self._fake(nets.G, batch, ctx)
-        real_logits = nets.D(batch["image"], label)
-        fake_logits = nets.D(fake, label)
-        loss = losses.d_nonsaturating(real_logits, fake_logits, self.cfg.loss.real_label)
-        logs = {
-            "loss/D": loss.detach(),
-            **losses.accuracy(real_logits.detach(), fake_logits.detach()),
-        }
-        return loss, logs
-
-    def g_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
-        label = batch.get("label") if self.hp.conditional else None
-        fake_logits = nets.D(self._fake(nets.G, batch, ctx), label)
-        loss = losses.g_nonsaturating(fake_logits)
-        return loss, {"loss/G": loss.detach()}
-
-    def generate(
-        self, G: nn.Module, n: int, generator: torch.Generator, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        device = next(G.parameters()).device
-        z = torch.randn(n, self.hp.z_dim, device=device, generator=generator)
-        if self.hp.conditional and labels is None:
-            labels = torch.randint(self.data.num_classes, (n,), device=device, generator=generator)
-        return G(z, labels if self.hp.conditional else None)
 
 
 RECIPE = DCGAN

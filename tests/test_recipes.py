@@ -1,0 +1,183 @@
+"""Shipped recipes: each trains with 2 processes on fixture shards without NaN, a 2-process
+WGAN-GP run resumes bit-exactly after SIGKILL, and `distgan config` shows the seed's values."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import (
+    ROOT,
+    SHARDS,
+    assert_bit_identical,
+    final_weights,
+    launch_cmd,
+    run,
+    run_and_kill_after,
+)
+
+from distgan.cli import main
+from distgan.config import ConfigError, load_config, recipe_names
+from distgan.data.shards import Sample, write_shards
+from distgan.data.stream import DatasetInfo
+from distgan.recipes import get_recipe
+
+STEPS, EVERY = 12, 4
+COMMON = [
+    "train.batch_size=4",
+    f"train.steps={STEPS}",
+    f"train.checkpoint_every={EVERY}",
+    "train.seed=3",
+    "log.every=3",
+    f"log.sample_every={STEPS}",
+    "log.samples_per_class=2",
+    "log.wandb=disabled",
+    "data.num_workers=1",
+    "data.shuffle_buffer=8",
+]
+# Tiny networks for each shipped recipe ("{32}"/"{64}": fixture shards at that resolution).
+DCGAN = ["model.g_width=8", "model.d_width=8", "model.z_dim=8"]
+RESNET = ["model.g_channels=[16,16,16,16]", "model.d_channels=[16,16,16,16]", "model.z_dim=8"]
+TINY: dict[str, list[str]] = {
+    "digits-wgangp": [
+        f"data.shards={SHARDS}",
+        "model.g_channels=[16,8,8]",
+        "model.d_channels=[8,8,8]",
+    ],
+    "digits-cdcgan": [f"data.shards={SHARDS}", *DCGAN, "model.embed_dim=8"],
+    "celeba64-wgangp": ["{64}", "model.g_channels=[16,8,8,8]", "model.d_channels=[8,8,8,8]"],
+    "celeba64-dcgan": ["{64}", *DCGAN],
+    "celeba64-mlpgan": [
+        "{64}",
+        "model.base_channels=2",
+        "model.conv_channels=8",
+        "model.d_hidden=[16]",
+    ],
+    "cifar10-dcgan": ["{32}", *DCGAN],
+    "cifar10-horse-dcgan": ["{32}", *DCGAN],
+    "cifar10-sngan": ["{32}", *RESNET],
+    "cifar10-sagan": ["{32}", *RESNET],
+}
+
+
+@pytest.fixture(scope="module")
+def fixture_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Random uint8 RGB images at 32 and 64 px with 10 class names, 8 shards each."""
+    root = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(0)
+    folders = {}
+    for res in (32, 64):
+        samples = [
+            Sample(f"s{i:05d}", rng.integers(0, 256, (res, res, 3), dtype=np.uint8), i % 10)
+            for i in range(96)
+        ]
+        meta = dict(source="synthetic", split="train", resolution=res, channels=3)
+        meta["class_names"] = [f"class{i}" for i in range(10)]
+        folders[res] = root / f"synthetic{res}"
+        write_shards(samples, folders[res], samples_per_shard=12, meta=meta)
+    return folders
+
+
+def recipe_args(name: str, shards: dict[int, Path], run_dir: Path) -> list[str]:
+    args = [f"data.shards={shards[int(a[1:-1])]}" if a[0] == "{" else a for a in TINY[name]]
+    return [*args, *COMMON, f"run.dir={run_dir}"]
+
+
+@pytest.fixture(scope="module")
+def trained(fixture_shards: dict[int, Path], tmp_path_factory: pytest.TempPathFactory):
+    """Every shipped recipe, trained by the real engine in ONE 2-process launch (see
+    tests/train_recipes_2proc.py); digits-wgangp first (the resume test's reference)."""
+    root = tmp_path_factory.mktemp("runs")
+    argv = []
+    for name in TINY:
+        argv += [name, " ".join(recipe_args(name, fixture_shards, root / name))]
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    config = str(ROOT / "launch" / "cpu-2proc.yaml")
+    script = str(ROOT / "tests" / "train_recipes_2proc.py")
+    proc = run([accelerate, "launch", "--config_file", config, script, *argv], timeout=900)
+    return root, proc.stderr
+
+
+def test_the_table_covers_every_shipped_recipe() -> None:
+    assert sorted(TINY) == recipe_names()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(TINY))
+def test_recipe_trains_with_2_processes_without_nan(name: str, trained) -> None:
+    root, log = trained
+    run_dir = root / name
+    assert f"trained {name} in {run_dir}" in log
+    section = log.split(f"training {name}:")[1].split("trained ")[0]
+    assert "global batch 8 = 4 × 2 processes" in section
+    assert f"step {STEPS}: parameters identical on all 2 ranks" in section
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6, 9, 12]
+    assert all(math.isfinite(v) for r in rows for v in r.values() if isinstance(v, float))
+    assert {"loss/D", "loss/G"} <= set(rows[-1])
+    models = final_weights(run_dir, STEPS)
+    assert all(torch.isfinite(t).all() for net in models.values() for t in net.values())
+    assert (run_dir / "samples" / f"step-{STEPS:08d}.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_wgangp_2proc_resume_after_sigkill_is_bit_exact(trained, tmp_path: Path) -> None:
+    root, _ = trained
+    interrupted = tmp_path / "interrupted"
+    args = ["train", "digits-wgangp", *recipe_args("digits-wgangp", {}, interrupted)]
+    first = interrupted / "checkpoints" / f"step-{EVERY:08d}.pt"
+    run_and_kill_after(launch_cmd(2, *args), first)
+    assert not (interrupted / "checkpoints" / f"step-{STEPS:08d}.pt").exists()
+    resumed = run(launch_cmd(2, *args))
+    match = re.search(r"resumed from \S+ at step (\d+)", resumed.stderr)
+    assert match and EVERY <= int(match.group(1)) < STEPS, resumed.stderr[-3000:]
+    # Reference: the uninterrupted run of the same command (in the shared launch).
+    assert_bit_identical(
+        final_weights(root / "digits-wgangp", STEPS), final_weights(interrupted, STEPS)
+    )
+    rows = [json.loads(x) for x in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["D/gp"] > 0 and rows[-1]["step"] == STEPS
+
+
+def test_config_shows_the_seed_values(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "celeba64-wgangp"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["family"] == "wgangp" and cfg["data"]["shards"] == "shards/celeba64"
+    assert cfg["train"]["batch_size"] == 64
+    assert cfg["train"]["lr_g"] == cfg["train"]["lr_d"] == 2e-4
+    assert cfg["train"]["betas_g"][0] == cfg["train"]["betas_d"][0] == 0.5
+    assert cfg["train"]["steps"] == 60 * math.ceil(202_599 / 64)  # 60 epochs
+    assert (cfg["loss"]["adversarial"], cfg["loss"]["gp_weight"]) == ("wasserstein", 10.0)
+    assert (cfg["loss"]["n_critic"], cfg["loss"]["reg_every"]) == (5, 1)
+    model = cfg["model"]
+    assert model["z_dim"] == 100
+    assert model["g_channels"] == [512, 256, 128, 64]  # Dense 4·4·512 → 256/128/64 → 3
+    assert model["d_channels"] == [64, 128, 256, 512]
+    assert model["kernel_size"] == 5 and model["output"] == "linear"
+    assert model["g_batchnorm"] is True and model["d_dropout"] == 0.0
+    assert model["d_spectral_norm"] is False
+
+
+def test_sagan_recipe_values(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "cifar10-sagan"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert (cfg["train"]["lr_d"], cfg["train"]["lr_g"]) == (4e-4, 1e-4)
+    assert cfg["train"]["betas_d"] == cfg["train"]["betas_g"] == [0.0, 0.9]
+    assert cfg["model"]["g_spectral_norm"] and cfg["model"]["d_spectral_norm"]
+    assert cfg["model"]["attention"] == [16] and cfg["loss"]["adversarial"] == "hinge"
+
+
+def test_network_mistakes_are_config_errors() -> None:
+    cfg = load_config("celeba64-wgangp", ["model.g_channels=[16,8,8]"])
+    recipe = get_recipe(cfg.family)(cfg, DatasetInfo(64, 3, [], 10))
+    with pytest.raises(ConfigError, match=r"model.g_channels .* makes 32 px images, not 64 px"):
+        recipe.build_models()
+    with pytest.raises(ConfigError, match="need a loss with targets"):
+        load_config("cifar10-sngan", ["loss.real_label=0.9"])

@@ -1,0 +1,30 @@
+"""Train several recipes one after the other in the *same* 2 processes (tests only).
+
+Starting 2 processes costs ~10–20 s on a 2-core CI machine; this runs the real engine
+(``distgan.engine.trainer.train``: DDP over gloo, checkpoints, rank-sync check) for every
+shipped recipe in one launch. The process group is kept between runs (the engine's
+``end_training`` would destroy it). Usage, under ``accelerate launch --config_file
+launch/cpu-2proc.yaml``::
+
+    tests/train_recipes_2proc.py RECIPE 'key=value key=value' [RECIPE '…' …]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from accelerate.state import PartialState
+
+from distgan.config import load_config
+from distgan.engine.trainer import train
+
+
+def main(argv: list[str]) -> None:
+    PartialState.destroy_process_group = lambda self, group=None: None  # keep it for the next
+    for name, overrides in zip(argv[::2], argv[1::2], strict=True):
+        run_dir = train(load_config(name, overrides.split()))
+        print(f"trained {name} in {run_dir}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
