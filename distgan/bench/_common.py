@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import statistics
+import time
 from typing import Any
 
 import torch
@@ -27,3 +30,60 @@ def print_table(title: str, figures: dict[str, Any]) -> None:
     for key, value in figures.items():
         table.add_row(key, str(value))
     Console().print(table)
+
+
+def dataset_info_for(cfg, args: argparse.Namespace) -> DatasetInfo:
+    """The recipe's data shape: from its shards when present, else from the flags."""
+    from distgan.data.shards import ShardError, read_manifest
+    from distgan.data.stream import dataset_info
+
+    if args.resolution is None:
+        try:
+            return dataset_info(read_manifest(cfg.data.shards))
+        except ShardError:
+            args.resolution = 64
+    return DatasetInfo(args.resolution, args.channels, [str(i) for i in range(args.classes)], 0)
+
+
+def time_steps(step_fn, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
+    """(first step's seconds, median seconds of ``steps`` steps after ``warmup``)."""
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        step_fn(i)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times[0], statistics.median(times[warmup:])
+
+
+def build_distgan_step(
+    cfg, info: DatasetInfo, device: torch.device, phases: list[str] | None = None
+):
+    """distgan's own step for ``cfg`` (this process's part of it, in whatever process group is
+    set up), as a function of the step index; ``phases`` keeps only the phases named."""
+    from accelerate import Accelerator
+
+    from distgan.engine.parallel import DataParallel
+    from distgan.engine.runtime import Precision, speed_settings
+    from distgan.engine.trainer import train_step
+    from distgan.recipes import get_recipe
+    from distgan.recipes.base import StepContext
+
+    recipe = get_recipe(cfg.family)(cfg, info)
+    torch.manual_seed(cfg.train.seed)
+    models = {name: m.to(device) for name, m in recipe.build_models().items()}
+    speed = speed_settings(cfg, device)
+    speed.apply(models)
+    optimizers = recipe.build_optimizers(models, fused=speed.fused_optimizers)
+    precision = Precision(cfg.train.precision, device, list(optimizers))
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    parallel = DataParallel(accelerator, precision, models, optimizers)
+    ctx = StepContext(device, torch.Generator(device).manual_seed(0), speed.compile_backend)
+    batch = speed.batch(synthetic_batch(info, cfg.train.batch_size, device))
+    phases = [p for p in recipe.phases if phases is None or p.name in phases]
+
+    def step_fn(i: int) -> None:
+        train_step(phases, i, models, parallel, precision, ctx, batch)
+
+    return step_fn, recipe, models, speed

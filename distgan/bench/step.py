@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import time
 from typing import Any
 
@@ -19,7 +18,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from distgan.bench._common import print_table, synthetic_batch
+from distgan.bench._common import (
+    build_distgan_step,
+    dataset_info_for,
+    print_table,
+    synthetic_batch,
+    time_steps,
+)
 from distgan.config import load_config
 from distgan.data.stream import DatasetInfo
 
@@ -39,19 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
 
 
-def dataset_info_for(cfg, args: argparse.Namespace) -> DatasetInfo:
-    """The recipe's data shape: from its shards when present, else from the flags."""
-    from distgan.data.shards import ShardError, read_manifest
-    from distgan.data.stream import dataset_info
-
-    if args.resolution is None:
-        try:
-            return dataset_info(read_manifest(cfg.data.shards))
-        except ShardError:
-            args.resolution = 64
-    return DatasetInfo(args.resolution, args.channels, [str(i) for i in range(args.classes)], 0)
-
-
 def matmul_ceiling(dtype: torch.dtype, device: torch.device, size: int = 2048) -> float:
     """Dense matmul FLOP/s of this machine for ``dtype`` (best of a few, measured now)."""
     a = torch.randn(size, size, device=device, dtype=dtype)
@@ -66,50 +58,10 @@ def matmul_ceiling(dtype: torch.dtype, device: torch.device, size: int = 2048) -
     return 2 * size**3 / best
 
 
-def time_steps(step_fn, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
-    """(first step's seconds, median seconds of ``steps`` steps after ``warmup``)."""
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        step_fn(i)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times[0], statistics.median(times[warmup:])
-
-
 def count_flops(step_fn) -> int:
     with FlopCounterMode(display=False) as counter:
         step_fn(0)
     return counter.get_total_flops()
-
-
-def build_distgan_step(cfg, info: DatasetInfo, device: torch.device):
-    """distgan's own step for ``cfg`` (single process), as a function of the step index."""
-    from accelerate import Accelerator
-
-    from distgan.engine.parallel import DataParallel
-    from distgan.engine.runtime import Precision, speed_settings
-    from distgan.engine.trainer import train_step
-    from distgan.recipes import get_recipe
-    from distgan.recipes.base import StepContext
-
-    recipe = get_recipe(cfg.family)(cfg, info)
-    torch.manual_seed(cfg.train.seed)
-    models = {name: m.to(device) for name, m in recipe.build_models().items()}
-    speed = speed_settings(cfg, device)
-    speed.apply(models)
-    optimizers = recipe.build_optimizers(models, fused=speed.fused_optimizers)
-    precision = Precision(cfg.train.precision, device, list(optimizers))
-    parallel = DataParallel(Accelerator(cpu=device.type == "cpu"), precision, models, optimizers)
-    ctx = StepContext(device, torch.Generator(device).manual_seed(0), speed.compile_backend)
-    batch = speed.batch(synthetic_batch(info, cfg.train.batch_size, device))
-    phases = recipe.phases
-
-    def step_fn(i: int) -> None:
-        train_step(phases, i, models, parallel, precision, ctx, batch)
-
-    return step_fn, recipe, models, speed
 
 
 def build_dcgan_example_step(

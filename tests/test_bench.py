@@ -1,0 +1,94 @@
+"""Each `distgan bench` command runs end to end for 2 steps and reports consistent figures
+(correctness of the harness; speed itself is measured by running the benchmarks, never here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import distgan_cmd, run
+
+TINY_DCGAN = ["model.g_width=8", "model.d_width=8", "model.z_dim=16", "model.embed_dim=8"]
+TINY_WGAN = ["model.g_channels=[16,8,8]", "model.d_channels=[8,8,8]", "model.z_dim=8"]
+
+
+def bench(*args: str) -> dict:
+    out = run(distgan_cmd("bench", *args, "--json")).stdout
+    return json.loads(out[out.index("{\n") :])
+
+
+def test_bench_step_with_baseline() -> None:
+    r = bench(
+        "step",
+        "--recipe",
+        "digits-cdcgan",
+        "--batch",
+        "8",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--baseline",
+        *TINY_DCGAN,
+    )
+    assert r["recipe"] == "digits-cdcgan" and r["batch"] == 8 and r["resolution"] == 32
+    assert r["step_s"] > 0 and r["img_per_s"] == pytest.approx(8 / r["step_s"], rel=0.01)
+    assert r["gflop_per_step"] > 0 and r["ceiling_gflop_s"] > 0
+    expected = 100 * r["gflop_per_step"] / r["step_s"] / r["ceiling_gflop_s"]
+    assert r["utilisation_pct"] == pytest.approx(expected, rel=0.05)
+    assert r["baseline"].startswith("PyTorch DCGAN example")
+    assert r["speedup"] == pytest.approx(r["baseline_step_s"] / r["step_s"], rel=0.05)
+
+
+def test_bench_gp_and_ddp() -> None:
+    gp = bench(
+        "gp",
+        "--recipe",
+        "digits-wgangp",
+        "--batch",
+        "8",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        *TINY_WGAN,
+    )
+    assert gp["critic_step_with_gp_s"] > 0 and gp["critic_step_without_gp_s"] > 0
+    ratio = gp["critic_step_with_gp_s"] / gp["critic_step_without_gp_s"]
+    assert gp["gp_overhead_ratio"] == pytest.approx(ratio, rel=0.05)
+
+    ddp = bench(
+        "ddp",
+        "--recipe",
+        "digits-cdcgan",
+        "--global-batch",
+        "8",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        *TINY_DCGAN,
+    )
+    assert ddp["step_s_1_process"] > 0 and ddp["step_s_2_processes"] > 0
+    efficiency = 100 * ddp["step_s_1_process"] / (2 * ddp["step_s_2_processes"])
+    assert ddp["scaling_efficiency_pct"] == pytest.approx(efficiency, rel=0.05)
+
+
+def test_bench_data_on_a_fixture(tmp_path) -> None:
+    r = bench(
+        "data",
+        "--make-fixture",
+        "64",
+        "--work",
+        str(tmp_path),
+        "--batch",
+        "16",
+        "--warmup",
+        "1",
+        "--rounds",
+        "1",
+    )
+    assert r["resolution"] == 64 and r["batch"] == 16
+    stream, folder = r["stream"]["images_per_s"], r["imagefolder"]["images_per_s"]
+    assert stream > 0 and folder > 0
+    assert r["ratio"] == pytest.approx(stream / folder, rel=0.01)
