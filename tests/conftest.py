@@ -17,18 +17,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARDS = ROOT / "shards" / "digits"
 
-# A tiny digits model: fast enough for tests, the same code path as the default job.
-TINY = [
+# Tiny runs and networks: fast enough for tests, the same code paths as the default job.
+TINY_RUN = [
     f"data.shards={SHARDS}",
-    "model.g_width=8",
-    "model.d_width=8",
-    "model.z_dim=16",
-    "model.embed_dim=8",
     "train.batch_size=16",
     "log.every=5",
     "log.sample_every=10",
     "log.samples_per_class=4",
 ]
+TINY_DCGAN = ["model.g_width=8", "model.d_width=8", "model.z_dim=16", "model.embed_dim=8"]
+TINY_WGAN = ["model.g_channels=[16,8,8]", "model.d_channels=[8,8,8]", "model.z_dim=8"]
+TINY = [*TINY_RUN, *TINY_DCGAN]  # for digits-cdcgan
 
 
 def env_for_tests() -> dict[str, str]:

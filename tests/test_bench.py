@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import distgan_cmd, run
-
-TINY_DCGAN = ["model.g_width=8", "model.d_width=8", "model.z_dim=16", "model.embed_dim=8"]
-TINY_WGAN = ["model.g_channels=[16,8,8]", "model.d_channels=[8,8,8]", "model.z_dim=8"]
+from conftest import TINY_DCGAN, TINY_WGAN, distgan_cmd, run
 
 
 def bench(*args: str) -> dict:

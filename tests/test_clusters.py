@@ -13,7 +13,9 @@ import psutil
 import pytest
 from conftest import (
     ROOT,
-    TINY,
+    TINY_DCGAN,
+    TINY_RUN,
+    TINY_WGAN,
     assert_bit_identical,
     env_for_tests,
     final_weights,
@@ -24,9 +26,10 @@ from conftest import (
 STEPS, EVERY = 60, 10
 
 
-def train_args(run_dir: Path, *extra: str) -> list[str]:
+def train_args(run_dir: Path, *extra: str, model: list[str] = TINY_DCGAN) -> list[str]:
     return [
-        *TINY,
+        *TINY_RUN,
+        *model,
         f"run.dir={run_dir}",
         f"train.steps={STEPS}",
         f"train.checkpoint_every={EVERY}",
@@ -233,12 +236,17 @@ def deepspeed_cmd(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["digits-cdcgan"])
-def test_deepspeed_zero2_matches_ddp_and_resumes(tmp_path: Path, recipe: str) -> None:
+@pytest.mark.parametrize(
+    ("recipe", "model"), [("digits-cdcgan", TINY_DCGAN), ("digits-wgangp", TINY_WGAN)]
+)
+def test_deepspeed_zero2_matches_ddp_and_resumes(
+    tmp_path: Path, recipe: str, model: list[str]
+) -> None:
     pytest.importorskip("deepspeed")
 
     def args(run_dir: Path, steps: int = 30) -> list[str]:
-        return ["train", recipe, *train_args(run_dir, "log.wandb=disabled", f"train.steps={steps}")]
+        extra = ("log.wandb=disabled", f"train.steps={steps}")
+        return ["train", recipe, *train_args(run_dir, *extra, model=model)]
 
     run(launch_cmd(2, *args(tmp_path / "ddp")))
     zero2 = run(deepspeed_cmd(*args(tmp_path / "zero2")))
@@ -251,6 +259,7 @@ def test_deepspeed_zero2_matches_ddp_and_resumes(tmp_path: Path, recipe: str) ->
         for net in ddp
         for key in ddp[net]
     )
+    print(f"{recipe}: ZeRO-2 vs DDP, largest weight difference {worst:.2e}")
     assert worst <= 1e-5, f"ZeRO-2 differs from DDP by {worst}"
 
     # Resume under ZeRO-2 (sharded optimizer state in the checkpoint): 20 steps, then on to 30.
