@@ -71,7 +71,9 @@ class TrainConfig(_Section):
     steps: int = Field(..., ge=1, description="optimizer steps of the generator schedule")
     batch_size: int = Field(64, ge=1, description="per process; global = this × processes")
     seed: int = 0
-    precision: Literal["no", "bf16", "fp16"] = "no"
+    precision: Literal["no", "bf16", "fp16", "auto"] = Field(
+        "no", description="no (fp32) | bf16 | fp16 (CUDA) | auto: the fastest for the device"
+    )
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
 
 from distgan.bench._common import (
     build_distgan_step,
@@ -27,12 +27,13 @@ from distgan.bench._common import (
 )
 from distgan.config import load_config
 from distgan.data.stream import DatasetInfo
+from distgan.engine.runtime import resolve_precision
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", default="digits-cdcgan")
     parser.add_argument("--batch", type=int, default=None, help="per-process batch (recipe's)")
-    parser.add_argument("--precision", choices=["no", "bf16", "fp16"], default=None)
+    parser.add_argument("--precision", choices=["no", "bf16", "fp16", "auto"], default=None)
     parser.add_argument("--compile", choices=["on", "off"], default=None)
     parser.add_argument("--channels-last", choices=["on", "off"], default=None)
     parser.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
@@ -59,7 +60,10 @@ def matmul_ceiling(dtype: torch.dtype, device: torch.device, size: int = 2048) -
 
 
 def count_flops(step_fn) -> int:
-    with FlopCounterMode(display=False) as counter:
+    """Model FLOPs of one step (torch's FLOP counter). Its per-module tracking breaks inside a
+    gradient penalty's ``autograd.grad``, so only the global count is kept (no module hooks)."""
+    counter = FlopCounterMode(display=False)
+    with _FlopCounterMode(counter):
         step_fn(0)
     return counter.get_total_flops()
 
@@ -121,9 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     first, median = time_steps(step_fn, args.warmup, args.steps, device)
     flops = count_flops(step_fn)
-    dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
-        cfg.train.precision
-    ]
+    precision = resolve_precision(cfg.train.precision, device)
+    dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     ceiling = matmul_ceiling(dtype, device)
     batch = cfg.train.batch_size
     result: dict[str, Any] = {
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "batch": batch,
         "resolution": info.resolution,
-        "precision": cfg.train.precision,
+        "precision": precision,
         "compile": speed.compile,
         "channels_last": speed.channels_last,
         "fused_optimizers": speed.fused_optimizers,

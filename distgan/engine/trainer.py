@@ -228,7 +228,7 @@ def train(cfg: Config) -> Path:
         t.batch_size * world,
         t.batch_size,
         world,
-        t.precision,
+        precision.mode,
         "DeepSpeed" if deepspeed_config else "DDP" if world > 1 else "1 process",
         run_dir,
     )
@@ -296,7 +296,7 @@ def train(cfg: Config) -> Path:
                 values = dict(zip(names, means.tolist(), strict=False))
                 bad = torch.tensor(float(loader.bad_samples), device=device)
                 values["data/bad_samples"] = accelerator.reduce(bad, "sum").item()  # all ranks
-                if t.precision == "fp16":
+                if precision.mode == "fp16":
                     values["amp/skipped_steps"] = float(precision.skipped_steps)
                 if not all(math.isfinite(v) for v in values.values()):
                     raise TrainingDiverged(
