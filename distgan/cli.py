@@ -236,13 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     from distgan.engine.checkpoint import CheckpointError
     from distgan.engine.runtime import LaunchError
     from distgan.engine.signals import EXIT_REQUEUE, StopTraining
+    from distgan.engine.trainer import TrainingDiverged
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as err:
         return _fail(str(err), 2)
-    except (ShardError, CheckpointError, LaunchError) as err:
+    except (ShardError, CheckpointError, LaunchError, TrainingDiverged) as err:
         return _fail(str(err), 1)
     except StopTraining as stop:
         if os.environ.get("RANK", "0") == "0":
