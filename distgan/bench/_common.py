@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from typing import Any
@@ -45,16 +46,29 @@ def dataset_info_for(cfg, args: argparse.Namespace) -> DatasetInfo:
     return DatasetInfo(args.resolution, args.channels, [str(i) for i in range(args.classes)], 0)
 
 
-def time_steps(step_fn, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
-    """(first step's seconds, median seconds of ``steps`` steps after ``warmup``)."""
+def time_steps(
+    step_fn, warmup: int, steps: int, device: torch.device, cycle: int = 1
+) -> tuple[float, float]:
+    """(first step's seconds, median seconds per step after ``warmup`` steps).
+
+    With phases that run every k-th step (n_critic), steps are timed in whole cycles of ``cycle``
+    steps (at least ``steps`` in all) and the median cycle is divided by ``cycle``."""
     times = []
-    for i in range(warmup + steps):
+    cycles = max(1, -(-steps // cycle))
+    for i in range(warmup + cycles * cycle):
         start = time.perf_counter()
         step_fn(i)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return times[0], statistics.median(times[warmup:])
+    timed = times[warmup:]
+    per_cycle = [sum(timed[c * cycle : (c + 1) * cycle]) for c in range(cycles)]
+    return times[0], statistics.median(per_cycle) / cycle
+
+
+def phase_cycle(recipe) -> int:
+    """Steps after which the recipe's phase pattern repeats (lcm of the phases' intervals)."""
+    return math.lcm(*(phase.every for phase in recipe.phases))
 
 
 def build_distgan_step(

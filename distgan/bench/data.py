@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="first write N random 178×218 JPEGs and convert them to 64 px shards",
     )
     parser.add_argument("--work", default=None, help="folder for the fixture (a temporary one)")
+    parser.add_argument(
+        "--shard-format",
+        choices=["png", "jpg"],
+        default="png",
+        help="image format of the fixture's shards (jpg: as `distgan shards … --format jpg`)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="loader workers for both (2)")
     parser.add_argument("--batch", type=int, default=64, help="batch size (64)")
     parser.add_argument("--warmup", type=int, default=3, help="batches not timed (3)")
@@ -42,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- the fixture
 
 
-def make_fixture(work: Path, n: int, workers: int) -> tuple[Path, Path]:
+def make_fixture(work: Path, n: int, workers: int, fmt: str = "png") -> tuple[Path, Path]:
     """N photo-like JPEGs (smooth colour fields plus grain, 178×218, quality 90) in
     ``work/images/faces/`` and their 64 px shards in ``work/shards`` (``distgan shards folder``)."""
     from distgan.data.sources import folder
@@ -62,7 +68,7 @@ def make_fixture(work: Path, n: int, workers: int) -> tuple[Path, Path]:
         size=64,
         split="all",
         workers=workers,
-        format="png",
+        format=fmt,
         quality=95,
         samples_per_shard=max(1, -(-n // (4 * workers))),
         shard_bytes=None,
@@ -143,7 +149,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="distgan-bench-") as tmp:
         if args.make_fixture:
-            images, shards = make_fixture(Path(args.work or tmp), args.make_fixture, args.workers)
+            images, shards = make_fixture(
+                Path(args.work or tmp), args.make_fixture, args.workers, args.shard_format
+            )
         elif args.images and args.shards:
             images, shards = Path(args.images), Path(args.shards)
         else:

@@ -91,7 +91,7 @@ def _worker() -> None:
     """One side of the comparison: time the real step in this process group, print from rank 0."""
     import torch
 
-    from distgan.bench._common import build_distgan_step, dataset_info_for, time_steps
+    from distgan.bench._common import build_distgan_step, dataset_info_for, phase_cycle, time_steps
     from distgan.config import load_config
 
     parser = argparse.ArgumentParser()
@@ -107,8 +107,8 @@ def _worker() -> None:
     torch.set_num_threads(1)
     cfg = load_config(args.recipe, [*args.overrides, f"train.batch_size={args.batch}"])
     device = torch.device("cpu")
-    step_fn = build_distgan_step(cfg, dataset_info_for(cfg, args), device)[0]
-    step_s = time_steps(step_fn, args.warmup, args.steps, device)[1]
+    step_fn, recipe, *_ = build_distgan_step(cfg, dataset_info_for(cfg, args), device)
+    step_s = time_steps(step_fn, args.warmup, args.steps, device, phase_cycle(recipe))[1]
     if int(os.environ.get("RANK", "0")) == 0:
         print("DISTGAN_BENCH " + json.dumps({"step_s": step_s}), flush=True)
 

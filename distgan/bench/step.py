@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
 from distgan.bench._common import (
     build_distgan_step,
     dataset_info_for,
+    phase_cycle,
     print_table,
     synthetic_batch,
     time_steps,
@@ -59,13 +60,14 @@ def matmul_ceiling(dtype: torch.dtype, device: torch.device, size: int = 2048) -
     return 2 * size**3 / best
 
 
-def count_flops(step_fn) -> int:
-    """Model FLOPs of one step (torch's FLOP counter). Its per-module tracking breaks inside a
-    gradient penalty's ``autograd.grad``, so only the global count is kept (no module hooks)."""
+def count_flops(step_fn, cycle: int = 1) -> float:
+    """Model FLOPs per step, averaged over one cycle of the phases (torch's FLOP counter). Its
+    per-module tracking breaks inside a penalty's ``autograd.grad``: only the global count."""
     counter = FlopCounterMode(display=False)
     with _FlopCounterMode(counter):
-        step_fn(0)
-    return counter.get_total_flops()
+        for i in range(cycle):
+            step_fn(i)
+    return counter.get_total_flops() / cycle
 
 
 def build_dcgan_example_step(
@@ -123,8 +125,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     step_fn, recipe, models, speed = build_distgan_step(cfg, info, device)
 
-    first, median = time_steps(step_fn, args.warmup, args.steps, device)
-    flops = count_flops(step_fn)
+    cycle = phase_cycle(recipe)
+    first, median = time_steps(step_fn, args.warmup, args.steps, device, cycle)
+    flops = count_flops(step_fn, cycle)
     precision = resolve_precision(cfg.train.precision, device)
     dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     ceiling = matmul_ceiling(dtype, device)
@@ -162,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             base_fn = build_distgan_step(plain, info, device)[0]
             result["baseline"] = "the same recipe step, eager fp32"
-        _, base_median = time_steps(base_fn, args.warmup, args.steps, device)
+        _, base_median = time_steps(base_fn, args.warmup, args.steps, device, cycle)
         result["baseline_step_s"] = round(base_median, 4)
         result["speedup"] = round(base_median / median, 2)
     print_table(f"distgan bench step: {cfg.name}", result)
