@@ -245,7 +245,7 @@ def test_deepspeed_zero2_matches_ddp_and_resumes(
     pytest.importorskip("deepspeed")
 
     def args(run_dir: Path, steps: int = 30) -> list[str]:
-        extra = ("log.wandb=disabled", f"train.steps={steps}")
+        extra = ("log.wandb=disabled", f"train.steps={steps}", "train.precision=no")
         return ["train", recipe, *train_args(run_dir, *extra, model=model)]
 
     run(launch_cmd(2, *args(tmp_path / "ddp")))

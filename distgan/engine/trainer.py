@@ -171,7 +171,9 @@ def train(cfg: Config) -> Path:
 
     # --- optimizers, precision, and how trained networks are synchronised (DDP or DeepSpeed)
     optimizers = recipe.build_optimizers(models, fused=speed.fused_optimizers)
-    precision = Precision(t.precision, device, list(optimizers))
+    # DeepSpeed runs in fp32 for now (see engine/parallel.py): `auto` means fp32 there.
+    mode = "no" if deepspeed_config and t.precision == "auto" else t.precision
+    precision = Precision(mode, device, list(optimizers))
     if deepspeed_config:
         parallel = DeepSpeedParallel(
             deepspeed_config, precision, models, optimizers, t.batch_size, world
