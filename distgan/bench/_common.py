@@ -27,9 +27,10 @@ def synthetic_batch(info: DatasetInfo, batch_size: int, device: torch.device) ->
 
 
 def print_table(title: str, figures: dict[str, Any]) -> None:
+    """A two-column table; floats shown to 4 significant digits (``--json`` keeps them whole)."""
     table = Table(title=title, show_header=False)
     for key, value in figures.items():
-        table.add_row(key, str(value))
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     Console().print(table)
 
 

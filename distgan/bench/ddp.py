@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "recipe": args.recipe,
         "global_batch": args.global_batch,
-        "step_s_1_process": round(one, 4),
-        "step_s_2_processes": round(two, 4),
-        "scaling_efficiency_pct": round(100 * one / (2 * two), 1),
+        "step_s_1_process": one,
+        "step_s_2_processes": two,
+        "scaling_efficiency_pct": 100 * one / (2 * two),
     }
     print_table("distgan bench ddp: 1 vs 2 processes, 1 thread each", result)
     return result
