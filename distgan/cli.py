@@ -164,6 +164,11 @@ def _split_recipe(recipe: str | None, overrides: list[str]) -> tuple[str, list[s
     return recipe or DEFAULT_RECIPE, overrides
 
 
+def _first_line(doc: str | None) -> str:
+    """A module docstring's first line as argparse help (which treats % as a format)."""
+    return (doc or "").strip().splitlines()[0].replace("%", "%%") if doc else ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from distgan import __version__
 
@@ -189,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     from distgan.data.sources import SOURCES
 
     for name, module in SOURCES.items():
-        sp = shard_sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        sp = shard_sub.add_parser(name, help=_first_line(module.__doc__))
         sp.add_argument("--out", required=True, help="output folder")
         module.add_arguments(sp)
     sp = shard_sub.add_parser(
@@ -223,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         bench_sub = p.add_subparsers(dest="bench", required=True)
         for name in names:
             module = get_bench(name)
-            bp = bench_sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+            bp = bench_sub.add_parser(name, help=_first_line(module.__doc__))
             bp.add_argument("--json", action="store_true", help="also print the figures as JSON")
             module.add_arguments(bp)
         p.set_defaults(func=cmd_bench)

@@ -88,3 +88,17 @@ def test_truncated_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     )
     assert "skipping checkpoint" in proc.stderr and "resumed from" in proc.stderr
     assert "step-00000002.pt at step 2" in proc.stderr
+
+
+def test_every_command_has_working_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from distgan.bench import bench_names
+    from distgan.data.sources import SOURCES
+
+    commands = [[], ["train"], ["config"], ["sample"], ["export"], ["shards"], ["bench"]]
+    commands += [["shards", name] for name in [*SOURCES, "inspect"]]
+    commands += [["bench", name] for name in bench_names()]
+    for argv in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--help"])
+        assert exit_.value.code == 0, argv
+        assert "usage: distgan" in capsys.readouterr().out
