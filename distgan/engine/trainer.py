@@ -62,7 +62,8 @@ def params_digest(models: dict[str, torch.nn.Module]) -> str:
     digest = hashlib.sha256()
     for name in sorted(models):
         for tensor in models[name].parameters():
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            flat = tensor.detach().cpu().reshape(-1)  # logical order, whatever the memory format
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
