@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from distgan.models.layers import output_layer, same_padding
+from distgan.models.layers import init_args, output_layer, same_padding
 
 RESOLUTIONS = (32, 64, 128)
 
@@ -56,16 +56,7 @@ class DCGANGenerator(nn.Module):
         output: str = "tanh",
     ) -> None:
         super().__init__()
-        self.hparams = dict(
-            z_dim=z_dim,
-            resolution=resolution,
-            channels=channels,
-            width=width,
-            num_classes=num_classes,
-            embed_dim=embed_dim,
-            kernel_size=kernel_size,
-            output=output,
-        )
+        self.hparams = init_args(locals())
         pad, out_pad = same_padding(kernel_size)
         self.z_dim, self.num_classes = z_dim, num_classes
         n_up = _num_upsamplings(resolution)
@@ -111,14 +102,7 @@ class DCGANDiscriminator(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.hparams = dict(
-            resolution=resolution,
-            channels=channels,
-            width=width,
-            num_classes=num_classes,
-            kernel_size=kernel_size,
-            dropout=dropout,
-        )
+        self.hparams = init_args(locals())
         n_down = _num_upsamplings(resolution)
         pad, _ = same_padding(kernel_size)
         layers: list[nn.Module] = [

@@ -3,6 +3,8 @@ BatchNorm, and "same"-padded strided convolutions."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -126,3 +128,14 @@ def output_layer(kind: str) -> list[nn.Module]:
 
 def upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def init_args(local_vars: dict[str, Any]) -> dict[str, Any]:
+    """A network's constructor arguments, i.e. its hyper-parameters: call ``init_args(locals())``
+    first thing in ``__init__`` and keep the result in ``self.hparams`` (used by export).
+    Tuples become lists, so the result is plain JSON."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in local_vars.items()
+        if key not in ("self", "__class__")
+    }

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from distgan.models.layers import Norm2d, SelfAttention, projection, sn, upsample
+from distgan.models.layers import Norm2d, SelfAttention, init_args, projection, sn, upsample
 
 
 def _init_(module: nn.Module) -> None:
@@ -83,15 +83,7 @@ class ResNetGenerator(nn.Module):
     ) -> None:
         super().__init__()
         g_channels = tuple(g_channels)
-        self.hparams = dict(
-            z_dim=z_dim,
-            resolution=resolution,
-            channels=channels,
-            g_channels=list(g_channels),
-            num_classes=num_classes,
-            attention=list(attention),
-            spectral_norm=spectral_norm,
-        )
+        self.hparams = init_args(locals())
         if 4 * 2 ** (len(g_channels) - 1) != resolution:
             raise ValueError(
                 f"model.g_channels {list(g_channels)} makes {4 * 2 ** (len(g_channels) - 1)} px "
@@ -129,14 +121,7 @@ class ResNetDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         d_channels = tuple(d_channels)
-        self.hparams = dict(
-            resolution=resolution,
-            channels=channels,
-            d_channels=list(d_channels),
-            num_classes=num_classes,
-            attention=list(attention),
-            spectral_norm=spectral_norm,
-        )
+        self.hparams = init_args(locals())
         layers: list[nn.Module] = []
         size, c_in = resolution, channels
         for i, c_out in enumerate(d_channels):

@@ -17,7 +17,14 @@ import itertools
 import torch
 from torch import nn
 
-from distgan.models.layers import activation, output_layer, same_padding, sn, upsample
+from distgan.models.layers import (
+    activation,
+    init_args,
+    output_layer,
+    same_padding,
+    sn,
+    upsample,
+)
 
 
 def _check_resolution(resolution: int, stages: int, what: str) -> None:
@@ -44,16 +51,7 @@ class SeedGenerator(nn.Module):
     ) -> None:
         super().__init__()
         g_channels = tuple(g_channels)
-        self.hparams = dict(
-            z_dim=z_dim,
-            resolution=resolution,
-            channels=channels,
-            g_channels=list(g_channels),
-            kernel_size=kernel_size,
-            leaky_slope=leaky_slope,
-            batchnorm=batchnorm,
-            output=output,
-        )
+        self.hparams = init_args(locals())
         _check_resolution(resolution, len(g_channels), "model.g_channels")
         self.z_dim, self.base = z_dim, g_channels[0]
         self.dense = nn.Linear(z_dim, 4 * 4 * g_channels[0])
@@ -87,15 +85,7 @@ class SeedCritic(nn.Module):
     ) -> None:
         super().__init__()
         d_channels = tuple(d_channels)
-        self.hparams = dict(
-            resolution=resolution,
-            channels=channels,
-            d_channels=list(d_channels),
-            kernel_size=kernel_size,
-            leaky_slope=leaky_slope,
-            dropout=dropout,
-            spectral_norm=spectral_norm,
-        )
+        self.hparams = init_args(locals())
         _check_resolution(resolution, len(d_channels), "model.d_channels")
         pad, _ = same_padding(kernel_size)
         layers: list[nn.Module] = []
@@ -128,15 +118,7 @@ class MLPGenerator(nn.Module):
         output: str = "tanh",
     ) -> None:
         super().__init__()
-        self.hparams = dict(
-            z_dim=z_dim,
-            resolution=resolution,
-            channels=channels,
-            base_channels=base_channels,
-            conv_channels=conv_channels,
-            leaky_slope=leaky_slope,
-            output=output,
-        )
+        self.hparams = init_args(locals())
         if resolution % 4:
             raise ValueError(
                 f"the dense baseline needs a resolution divisible by 4, not {resolution}"
@@ -169,13 +151,7 @@ class MLPDiscriminator(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.hparams = dict(
-            resolution=resolution,
-            channels=channels,
-            hidden=list(hidden),
-            leaky_slope=leaky_slope,
-            dropout=dropout,
-        )
+        self.hparams = init_args(locals())
         layers: list[nn.Module] = [nn.Flatten()]
         width = channels * resolution**2
         for h in hidden:
