@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import subprocess
@@ -114,3 +115,26 @@ def assert_bit_identical(a: dict, b: dict) -> None:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    """A test must not leave child processes behind: loader workers ignore SIGTERM, and one left
+    running blocks the interpreter's exit for ever (pytest prints its summary, then hangs)."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    gc.collect()  # unreferenced loaders shut their workers down when collected
+    deadline = time.monotonic() + 10
+    while True:
+        left = [p for p in me.children(recursive=True) if p.pid not in before and p.is_running()]
+        left = [p for p in left if p.status() != psutil.STATUS_ZOMBIE]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    names = []
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            names.append(" ".join(proc.cmdline()[:6]) or proc.name())
+            proc.kill()
+    assert not left, f"the test left {len(left)} processes running: {names}"

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -131,9 +132,13 @@ def test_missing_truncated_and_altered_shards_are_errors_naming_them(tmp_path: P
     data = shard.read_bytes()
 
     shard.write_bytes(data[:2700])  # cut off inside the second member: unreadable
+    before = {p.pid for p in psutil.Process().children()}
     loader = make_loader(tmp_path, workers=2, batch=4)
     with pytest.raises(ShardError, match=r"shard '.*shard-000002\.tar' is unreadable"):
         take(loader, 20)
+    # The error stopped the loader's workers (they ignore SIGTERM: left running, they would
+    # block the interpreter's exit forever).
+    assert {p.pid for p in psutil.Process().children()} == before
     with pytest.raises(ShardError, match=r"shard-000002\.tar' is corrupt: sha256"):
         make_loader(tmp_path, verify=True)
 

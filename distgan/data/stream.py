@@ -42,6 +42,7 @@ import json
 import logging
 import random
 import signal
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,6 +291,13 @@ def _ignore_stop_signals(worker_id: int) -> None:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
+def _shut_down(iterator: Iterator[dict[str, Any]]) -> None:
+    """Ask a DataLoader iterator's workers to exit and join them (no-op without workers)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 class ResumableLoader:
     """A DataLoader over :class:`ShardStream` that knows its exact position (``state_dict``)."""
 
@@ -302,6 +310,7 @@ class ResumableLoader:
         self.next_worker = 0
         self.bad_samples = 0
         self._iterator: Iterator[dict[str, Any]] | None = None
+        self._finalizer: weakref.finalize | None = None
 
     def _start(self) -> None:
         self.stream.start_positions = list(self.positions)
@@ -316,6 +325,9 @@ class ResumableLoader:
             worker_init_fn=_ignore_stop_signals,
         )
         self._iterator = iter(loader)
+        # Workers ignore SIGTERM, so multiprocessing's exit handler (terminate, then join) would
+        # wait for them forever: a loader that is never closed is closed at exit instead.
+        self._finalizer = weakref.finalize(self, _shut_down, self._iterator)
 
     def __iter__(self) -> ResumableLoader:
         return self
@@ -326,8 +338,12 @@ class ResumableLoader:
         try:
             batch = next(self._iterator)
         except ShardError as err:  # from a worker: keep the one line that names the shard
+            self.close()
             lines = [ln for ln in str(err).splitlines() if ln.startswith(ShardError.__name__)]
             raise ShardError(lines[-1].split(": ", 1)[1] if lines else str(err)) from None
+        except BaseException:
+            self.close()
+            raise
         worker = int(batch.pop("_worker"))
         self.positions[worker] = tuple(int(v) for v in batch.pop("_position"))
         self.bad_samples += int(batch.pop("_bad"))
@@ -336,12 +352,17 @@ class ResumableLoader:
         return batch
 
     def close(self) -> None:
-        """Stop the worker processes now. (They ignore SIGTERM, so leaving them to Python's exit
-        handlers after an error would hang the process at exit.)"""
-        shutdown = getattr(self._iterator, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
+        """Stop the worker processes now (also done on a stream error, and at exit)."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self._finalizer = None
         self._iterator = None
+
+    def __enter__(self) -> ResumableLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _fingerprint(self) -> dict[str, Any]:
         s = self.stream
@@ -376,4 +397,4 @@ class ResumableLoader:
         self.positions = [tuple(p) for p in state["positions"]]
         self.next_worker = int(state["next_worker"])
         self.bad_samples = int(state.get("bad_samples", 0))
-        self._iterator = None
+        self.close()  # the next batch starts workers at the restored position
