@@ -58,6 +58,12 @@ class DataConfig(_Section):
     )
     grayscale: bool = Field(False, description="convert RGB images to one channel (luma)")
     lab: bool = Field(False, description="CIE L*a*b* instead of RGB, scaled L/50-1, a/110, b/110")
+    resolution: int | None = Field(
+        None,
+        ge=1,
+        description="image size the recipe's networks are built for, checked against the "
+        "shards' manifest; null: whatever the shards hold",
+    )
 
     @field_validator("lab")
     @classmethod

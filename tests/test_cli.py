@@ -58,6 +58,17 @@ def test_missing_shard_folder(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_shards_of_another_resolution_than_the_recipe(tmp_path: Path, root: Path) -> None:
+    """celeba64-wgangp's networks are built for 64 px (data.resolution); the digits are 32 px."""
+    digits = root / "shards" / "digits"
+    argv = ["train", "celeba64-wgangp", f"data.shards={digits}", f"run.dir={tmp_path}/r"]
+    proc = run(distgan_cmd(*argv), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "holds 32 px images but the recipe is built for 64 px (data.resolution)" in line
+    assert "--size 64" in line
+
+
 def test_missing_shard_file(tmp_path: Path, root: Path) -> None:
     shards = tmp_path / "shards"
     shutil.copytree(root / "shards" / "digits", shards)

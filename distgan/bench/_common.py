@@ -35,7 +35,8 @@ def print_table(title: str, figures: dict[str, Any]) -> None:
 
 
 def dataset_info_for(cfg, args: argparse.Namespace) -> DatasetInfo:
-    """The recipe's data shape: from its shards when present, else from the flags."""
+    """The recipe's data shape: from its shards when present, else from the flags (resolution:
+    ``--resolution``, else the recipe's ``data.resolution``, else 64)."""
     from distgan.data.shards import ShardError, read_manifest
     from distgan.data.stream import dataset_info
 
@@ -43,7 +44,7 @@ def dataset_info_for(cfg, args: argparse.Namespace) -> DatasetInfo:
         try:
             return dataset_info(read_manifest(cfg.data.shards))
         except ShardError:
-            args.resolution = 64
+            args.resolution = cfg.data.resolution or 64
     return DatasetInfo(args.resolution, args.channels, [str(i) for i in range(args.classes)], 0)
 
 

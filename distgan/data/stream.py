@@ -175,6 +175,7 @@ class ShardStream(IterableDataset):
         verify: bool = False,
         mode: Mode = "epoch",
         transforms: Transforms | None = None,
+        resolution: int | None = None,
     ) -> None:
         self.shard_dir = Path(shard_dir)
         self.manifest = read_manifest(self.shard_dir)
@@ -184,6 +185,13 @@ class ShardStream(IterableDataset):
             raise ValueError(f"data.mode='{mode}': use epoch or resampled")
         self.transforms = transforms or Transforms()
         self.info = dataset_info(self.manifest, self.transforms)
+        if resolution is not None and self.info.resolution != resolution:
+            raise ShardError(
+                f"'{self.shard_dir}' holds {self.info.resolution} px images but the recipe is "
+                f"built for {resolution} px (data.resolution); convert the data with "
+                f"`distgan shards … --size {resolution}`, or set data.resolution=null to build "
+                "the networks for the shards' size"
+            )
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank

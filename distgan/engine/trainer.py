@@ -136,6 +136,7 @@ def train(cfg: Config) -> Path:
         shuffle_buffer=cfg.data.shuffle_buffer,
         verify=cfg.data.verify,
         mode=cfg.data.mode,
+        resolution=cfg.data.resolution,
         transforms=Transforms(
             flip=cfg.data.flip, crop=cfg.data.crop, grayscale=cfg.data.grayscale, lab=cfg.data.lab
         ),
