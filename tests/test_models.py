@@ -131,3 +131,24 @@ def test_dcgan_defaults_unchanged_and_hacks() -> None:
         assert sum(isinstance(m, nn.Dropout) for m in Dk.modules()) == 3
         x = Gk(z, y)
         assert x.shape == (2, 1, 32, 32) and Dk(x, y).shape == (2,)
+
+
+def test_fast_dropout_is_dropout() -> None:
+    """layers.Dropout: zeroes a fraction p, scales the rest by 1/(1-p) (also in the gradient),
+    is the identity in eval mode, and draws from the global RNG (so exact resume holds)."""
+    from distgan.models.layers import Dropout
+
+    x = torch.ones(200_000, requires_grad=True)
+    drop = Dropout(0.3)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.005
+    assert torch.allclose(y[kept], torch.tensor(1 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x·mask/(1-p))/dx = mask/(1-p)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)
+    assert drop.eval()(x) is x
+    bf16 = drop.train()(torch.ones(1000, dtype=torch.bfloat16))
+    assert bf16.dtype == torch.bfloat16

@@ -215,3 +215,24 @@ def test_lab_matches_the_reference_formula_and_round_trips() -> None:
     assert torch.allclose(lab_to_rgb(lab), rgb, atol=1e-9)
     batch = rgb.float()[None].repeat(2, 1, 1, 1)
     assert torch.allclose(lab_to_rgb(rgb_to_lab(batch)), batch, atol=1e-5)  # float32, [B,3,H,W]
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_fast_decoder_gives_pillows_pixels(fmt: str) -> None:
+    """torchvision decodes shards' images (faster); the pixels are Pillow's, and a colour
+    conversion (RGB shards read as one channel) is Pillow's too."""
+    import io
+
+    from PIL import Image
+
+    from distgan.data.shards import encode_image
+    from distgan.data.stream import _pixels
+
+    rgb = np.random.default_rng(1).integers(0, 256, (16, 12, 3), dtype=np.uint8)
+    data = encode_image(rgb, fmt)
+    for channels, mode in ((3, "RGB"), (1, "L")):
+        with Image.open(io.BytesIO(data)) as pil:
+            expected = np.array(pil.convert(mode))
+        got = _pixels(data, channels)
+        assert got.dtype == torch.uint8 and got.shape == (channels, 16, 12)
+        assert np.array_equal(got.permute(1, 2, 0).numpy().reshape(expected.shape), expected)

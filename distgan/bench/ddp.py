@@ -111,6 +111,10 @@ def _worker() -> None:
     step_s = time_steps(step_fn, args.warmup, args.steps, device, phase_cycle(recipe))[1]
     if int(os.environ.get("RANK", "0")) == 0:
         print("DISTGAN_BENCH " + json.dumps({"step_s": step_s}), flush=True)
+    # Leave the process group cleanly: a gloo group left to the interpreter's exit can abort
+    # ("terminate called without an active exception") and fail the launch.
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

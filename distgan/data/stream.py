@@ -103,10 +103,11 @@ def _pixels(data: bytes, channels: int) -> torch.Tensor:
     faster than Pillow for shard-sized images, with identical pixels; Pillow handles the rest
     (a colour conversion, e.g. RGB shards read as grayscale, or a format torchvision lacks) and
     raises for an image that is really broken."""
-    with contextlib.suppress(RuntimeError, TypeError):  # TypeError: no decode_image
-        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-        if image.shape[0] == channels:
-            return image
+    if decode_image is not None:
+        with contextlib.suppress(RuntimeError):
+            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            if image.shape[0] == channels and image.dtype == torch.uint8:  # (16-bit PNG: no)
+                return image
     with Image.open(io.BytesIO(data)) as pil:
         mode = "L" if channels == 1 else "RGB"
         array = np.array(pil if pil.mode == mode else pil.convert(mode), dtype=np.uint8)
@@ -380,12 +381,6 @@ class ResumableLoader:
             self._finalizer()
         self._finalizer = None
         self._iterator = None
-
-    def __enter__(self) -> ResumableLoader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _fingerprint(self) -> dict[str, Any]:
         s = self.stream

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from distgan.models.layers import init_args, output_layer, same_padding
+from distgan.models.layers import Dropout, init_args, output_layer, same_padding
 
 RESOLUTIONS = (32, 64, 128)
 
@@ -108,7 +108,7 @@ class DCGANDiscriminator(nn.Module):
         layers: list[nn.Module] = [
             nn.Conv2d(channels, width, kernel_size, 2, pad, bias=False),
             nn.LeakyReLU(0.2, True),
-            *([nn.Dropout(dropout)] if dropout else []),
+            *([Dropout(dropout)] if dropout else []),
         ]
         ch = width
         for _ in range(n_down - 1):
@@ -116,7 +116,7 @@ class DCGANDiscriminator(nn.Module):
                 nn.Conv2d(ch, ch * 2, kernel_size, 2, pad, bias=False),
                 nn.BatchNorm2d(ch * 2),
                 nn.LeakyReLU(0.2, True),
-                *([nn.Dropout(dropout)] if dropout else []),
+                *([Dropout(dropout)] if dropout else []),
             ]
             ch *= 2
         self.features = nn.Sequential(*layers)

@@ -1,5 +1,5 @@
 """Building blocks shared by the families: spectral norm, self-attention (SAGAN), conditional
-BatchNorm, and "same"-padded strided convolutions."""
+BatchNorm, "same"-padded strided convolutions, and a dropout that is fast on CPUs."""
 
 from __future__ import annotations
 
@@ -113,6 +113,18 @@ def projection(
     if label is None:
         raise ValueError("this discriminator is class-conditional: pass a label")
     return logit + (embed(label) * features).sum(dim=1)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (same distribution, same scaling) with its mask drawn by ``torch.rand`` on
+    CPUs, where ``bernoulli_`` has no vectorised kernel: 2.5–3× faster there (a third of the
+    step of ``cifar10-horse-dcgan`` went to ``bernoulli_``). GPUs keep the fused kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
 
 
 def activation(slope: float) -> nn.Module:

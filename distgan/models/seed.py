@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from distgan.models.layers import (
+    Dropout,
     activation,
     init_args,
     output_layer,
@@ -93,7 +94,7 @@ class SeedCritic(nn.Module):
             layers += [sn(nn.Conv2d(c_in, c_out, kernel_size, 2, pad), spectral_norm)]
             layers += [activation(leaky_slope)]
             if dropout:
-                layers += [nn.Dropout(dropout)]
+                layers += [Dropout(dropout)]
         self.features = nn.Sequential(*layers)
         self.head = sn(nn.Linear(d_channels[-1] * 4 * 4, 1), spectral_norm)
 
@@ -156,7 +157,7 @@ class MLPDiscriminator(nn.Module):
         width = channels * resolution**2
         for h in hidden:
             layers += [nn.Linear(width, h), activation(leaky_slope)]
-            layers += [nn.Dropout(dropout)] if dropout else []
+            layers += [Dropout(dropout)] if dropout else []
             width = h
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
