@@ -78,10 +78,8 @@ def build_distgan_step(
 ):
     """distgan's own step for ``cfg`` (this process's part of it, in whatever process group is
     set up), as a function of the step index; ``phases`` keeps only the phases named."""
-    from accelerate import Accelerator
-
     from distgan.engine.parallel import DataParallel
-    from distgan.engine.runtime import Precision, speed_settings
+    from distgan.engine.runtime import Precision, process_accelerator, speed_settings
     from distgan.engine.trainer import train_step
     from distgan.recipes import get_recipe
     from distgan.recipes.base import StepContext
@@ -93,7 +91,7 @@ def build_distgan_step(
     speed.apply(models)
     optimizers = recipe.build_optimizers(models, fused=speed.fused_optimizers)
     precision = Precision(cfg.train.precision, device, list(optimizers))
-    accelerator = Accelerator(cpu=device.type == "cpu")
+    accelerator = process_accelerator(cfg.train.collective_timeout)
     parallel = DataParallel(accelerator, precision, models, optimizers)
     ctx = StepContext(device, torch.Generator(device).manual_seed(0), speed.compile_backend)
     batch = speed.batch(synthetic_batch(info, cfg.train.batch_size, device))

@@ -56,17 +56,24 @@ def _fell_into_cpu_trap() -> bool:
     return bool(env.get("ACCELERATE_USE_CPU")) and "MASTER_ADDR" in env and "WORLD_SIZE" not in env
 
 
+def process_accelerator(collective_timeout: float) -> Accelerator:
+    """The Accelerator of this process (no checks): gloo on CPU-only machines, and how every
+    trained network is wrapped in DDP (the trainer and ``distgan bench`` use the same)."""
+    kwargs = [
+        # Never static_graph: it silently gives wrong critic gradients with gradient penalties.
+        # Buffers (BatchNorm statistics) are broadcast from rank 0, so ranks stay identical.
+        DistributedDataParallelKwargs(static_graph=False, broadcast_buffers=True),
+        # A dead rank must not hang the others forever.
+        InitProcessGroupKwargs(timeout=timedelta(seconds=collective_timeout)),
+    ]
+    cpu = not torch.cuda.is_available()
+    return Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=kwargs)
+
+
 def make_accelerator(cfg: Config) -> Accelerator:
     if _fell_into_cpu_trap():
         raise LaunchError(CPU_TRAP)
-    cpu = not torch.cuda.is_available()
-    kwargs = [
-        # Never static_graph: it silently gives wrong critic gradients with gradient penalties.
-        DistributedDataParallelKwargs(static_graph=False, broadcast_buffers=True),
-        # A dead rank must not hang the others forever.
-        InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.collective_timeout)),
-    ]
-    accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=kwargs)
+    accelerator = process_accelerator(cfg.train.collective_timeout)
     asked = requested_world_size(cfg)
     seen = accelerator.num_processes
     if asked is not None and asked != seen:
