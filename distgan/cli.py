@@ -250,9 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(err), 2)
     except (ShardError, CheckpointError, LaunchError, TrainingDiverged) as err:
         return _fail(str(err), 1)
-    except StopTraining as stop:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"distgan: {stop}", file=sys.stderr)
+    except StopTraining as stop:  # (the trainer has logged it)
         marker = os.environ.get("DISTGAN_STOPPED")  # read by slurm/requeue.sh
         if marker:
             Path(marker).write_text(f"{stop.reason} {stop.step}\n")

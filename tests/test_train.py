@@ -110,3 +110,27 @@ def test_run_folder_wandb_sample_export(tmp_path: Path) -> None:
         assert torch.equal(
             f.get_tensor("G_ema.net.0.weight"), state["models"]["G_ema"]["net.0.weight"]
         )
+
+
+@pytest.mark.slow
+def test_time_limit_stops_both_ranks_cleanly_and_resumes(tmp_path: Path) -> None:
+    """train.time_limit: the 2 ranks agree on a step, one checkpoint is written, every rank has
+    closed its logs before any exits (the launcher kills the rest once one exits), exit 75."""
+    run_dir = tmp_path / "run"
+    args = train_args(run_dir, "log.wandb=offline", "train.stop_check_every=1", "log.every=1")
+    proc = run(launch_cmd(2, *args, "train.time_limit=0.001"), check=False)
+    assert proc.returncode != 0
+    assert "ChildFailedError" not in proc.stderr or "exitcode  : 75" in proc.stderr
+    match = re.search(r"r0\] stopped at step (\d+) \(train.time_limit\)", proc.stderr)
+    assert match, proc.stderr[-3000:]
+    step = int(match.group(1))
+    assert re.search(rf"r1\] stopped at step {step} \(", proc.stderr), proc.stderr[-3000:]
+    assert (run_dir / "checkpoints" / f"step-{step:08d}.pt").is_file()
+    # rank 0's last acts before exiting: W&B finished (its history readable), then loss.png
+    (folder,) = list((run_dir / "wandb").glob("offline-run-*"))
+    assert [row["_step"] for row in read_offline_run(folder)["history"]][-1] == step
+    assert (run_dir / "loss.png").is_file()
+
+    resumed = run(launch_cmd(2, *args))
+    assert f"resumed from {run_dir}/checkpoints/step-{step:08d}.pt" in resumed.stderr
+    assert final_weights(run_dir, STEPS)

@@ -273,6 +273,7 @@ def train(cfg: Config) -> Path:
     phases = recipe.phases
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    stopped: StopTraining | None = None
     try:
         while step < t.steps:
             batch = speed.batch(
@@ -319,10 +320,17 @@ def train(cfg: Config) -> Path:
             if reason and step < t.steps:
                 if step % t.checkpoint_every:
                     save_checkpoint()
-                raise StopTraining(reason, step)
+                stopped = StopTraining(reason, step)
+                break
     finally:
         loader.close()
         stop.restore()
         reporter.close()
+    if stopped is not None:
+        log.warning("%s", stopped)
+        # Every rank stops after the same step. The launcher kills the other ranks as soon as one
+        # exits (non-zero), so none may exit before all have closed their logs and W&B run.
+        accelerator.wait_for_everyone()
+        raise stopped
     accelerator.end_training()
     return run_dir
