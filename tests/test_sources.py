@@ -92,6 +92,8 @@ def test_places365_small_images_and_easy_format(tmp_path: Path) -> None:
     src, labels = formats.places365(tmp_path / "dl")
     manifest = shards("places365", src, tmp_path / "a", "--split", "all", "--size", "32")
     assert manifest["class_names"] == ["airfield", "bakery/shop", "canyon"]
+    shards("places365", src, tmp_path / "a2", "--split", "all", "--size", "32", workers=1)
+    assert_byte_identical(tmp_path / "a", tmp_path / "a2")
     samples = read_all(tmp_path / "a")
     assert {k: int(s["cls"]) for k, s in samples.items()} == labels
 
@@ -109,6 +111,8 @@ def test_paired_side_by_side_and_unpaired_domains(tmp_path: Path) -> None:
     src = formats.facades(tmp_path / "facades")
     manifest = shards("paired", src, tmp_path / "p", "--size", "32")
     assert manifest["paired"] and manifest["total"] == 4
+    shards("paired", src, tmp_path / "p2", "--size", "32", workers=1)
+    assert_byte_identical(tmp_path / "p", tmp_path / "p2")
     sample = read_all(tmp_path / "p")["train-1"]
     assert sample["png"].shape == sample["target.png"].shape == (32, 32, 3)
     assert sample["png"][..., 0].mean() > 150 > sample["target.png"][..., 0].mean()  # A = red
@@ -118,6 +122,8 @@ def test_paired_side_by_side_and_unpaired_domains(tmp_path: Path) -> None:
     src = formats.cyclegan(tmp_path / "horse2zebra")
     manifest = shards("unpaired", src, tmp_path / "u", "--size", "32", "--split", "all")
     assert manifest["class_names"] == ["A", "B"] and manifest["total"] == 12
+    shards("unpaired", src, tmp_path / "u2", "--size", "32", "--split", "all", workers=1)
+    assert_byte_identical(tmp_path / "u", tmp_path / "u2")
     domains = {k: int(s["cls"]) for k, s in read_all(tmp_path / "u").items()}
     assert domains["trainA-trainA_0"] == 0 and domains["testB-testB_2"] == 1
 
@@ -135,6 +141,9 @@ def test_folder_by_bytes_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert manifest["class_names"] == ["cats", "dogs"] and manifest["total"] == 10
     assert len(manifest["shards"]) > 1  # by bytes: tar pads each file up to 10 KiB (10240)
     assert all(s["bytes"] <= 20480 for s in manifest["shards"])
+    shards("folder", tmp_path / "img", tmp_path / "f2", "--size", "32",
+           "--shard-bytes", "12KB", workers=1)  # fmt: skip
+    assert_byte_identical(tmp_path / "f", tmp_path / "f2")
     capsys.readouterr()
 
     assert main(["shards", "inspect", str(tmp_path / "f"), "--n", "6"]) == 0
