@@ -120,7 +120,6 @@ def test_time_limit_stops_both_ranks_cleanly_and_resumes(tmp_path: Path) -> None
     args = train_args(run_dir, "log.wandb=offline", "train.stop_check_every=1", "log.every=1")
     proc = run(launch_cmd(2, *args, "train.time_limit=0.001"), check=False)
     assert proc.returncode != 0
-    assert "ChildFailedError" not in proc.stderr or "exitcode  : 75" in proc.stderr
     match = re.search(r"r0\] stopped at step (\d+) \(train.time_limit\)", proc.stderr)
     assert match, proc.stderr[-3000:]
     step = int(match.group(1))

@@ -361,13 +361,13 @@ class ResumableLoader:
             self._start()
         try:
             batch = next(self._iterator)
-        except ShardError as err:  # from a worker: keep the one line that names the shard
+        except BaseException as err:  # stop the workers first: they would outlive the error
             self.close()
+            if not isinstance(err, ShardError):
+                raise
+            # from a worker: keep the one line that names the shard
             lines = [ln for ln in str(err).splitlines() if ln.startswith(ShardError.__name__)]
             raise ShardError(lines[-1].split(": ", 1)[1] if lines else str(err)) from None
-        except BaseException:
-            self.close()
-            raise
         worker = int(batch.pop("_worker"))
         self.positions[worker] = tuple(int(v) for v in batch.pop("_position"))
         self.bad_samples += int(batch.pop("_bad"))
