@@ -30,6 +30,67 @@ TINY_DCGAN = ["model.g_width=8", "model.d_width=8", "model.z_dim=16", "model.emb
 TINY_WGAN = ["model.g_channels=[16,8,8]", "model.d_channels=[8,8,8]", "model.z_dim=8"]
 TINY = [*TINY_RUN, *TINY_DCGAN]  # for digits-cdcgan
 
+# Tiny networks for each shipped recipe ("{32}"/"{64}": fixture shards at that resolution, made
+# by make_fixture_shards).
+_DCGAN = ["model.g_width=8", "model.d_width=8", "model.z_dim=8"]
+_RESNET = ["model.g_channels=[16,16,16,16]", "model.d_channels=[16,16,16,16]", "model.z_dim=8"]
+TINY_RECIPES: dict[str, list[str]] = {
+    "digits-wgangp": [
+        f"data.shards={SHARDS}",
+        "model.g_channels=[16,8,8]",
+        "model.d_channels=[8,8,8]",
+    ],
+    "digits-cdcgan": [f"data.shards={SHARDS}", *_DCGAN, "model.embed_dim=8"],
+    "celeba64-wgangp": ["{64}", "model.g_channels=[16,8,8,8]", "model.d_channels=[8,8,8,8]"],
+    "celeba64-dcgan": ["{64}", *_DCGAN],
+    "celeba64-mlpgan": [
+        "{64}",
+        "model.base_channels=2",
+        "model.conv_channels=8",
+        "model.d_hidden=[16]",
+    ],
+    "cifar10-dcgan": ["{32}", *_DCGAN],
+    "cifar10-horse-dcgan": ["{32}", *_DCGAN],
+    "cifar10-sngan": ["{32}", *_RESNET],
+    "cifar10-sagan": ["{32}", *_RESNET],
+}
+
+
+def make_fixture_shards(root: Path) -> dict[int, Path]:
+    """Random uint8 RGB images at 32 and 64 px with 10 class names, 8 shards of 12 each."""
+    import numpy as np
+
+    from distgan.data.shards import Sample, write_shards
+
+    rng = np.random.default_rng(0)
+    folders = {}
+    for res in (32, 64):
+        samples = [
+            Sample(f"s{i:05d}", rng.integers(0, 256, (res, res, 3), dtype=np.uint8), i % 10)
+            for i in range(96)
+        ]
+        meta = dict(source="synthetic", split="train", resolution=res, channels=3)
+        meta["class_names"] = [f"class{i}" for i in range(10)]
+        folders[res] = root / f"synthetic{res}"
+        write_shards(samples, folders[res], samples_per_shard=12, meta=meta)
+    return folders
+
+
+def tiny_recipe(name: str, shards: dict[int, Path]) -> list[str]:
+    """The overrides of TINY_RECIPES[name] with the fixture shard folders filled in."""
+    return [f"data.shards={shards[int(a[1:-1])]}" if a[0] == "{" else a for a in TINY_RECIPES[name]]
+
+
+def train_recipes_cmd(processes: int, runs: dict[str, list[str]]) -> list[str]:
+    """Train several recipes one after the other in the same processes (tests/train_recipes.py)."""
+    argv = [item for name, args in runs.items() for item in (name, " ".join(args))]
+    script = str(ROOT / "tests" / "train_recipes.py")
+    if processes == 1:
+        return [sys.executable, script, *argv]
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    config = str(ROOT / "launch" / "cpu-2proc.yaml")
+    return [accelerate, "launch", "--config_file", config, script, *argv]
+
 
 def env_for_tests() -> dict[str, str]:
     env = dict(os.environ)
@@ -53,9 +114,17 @@ def launch_cmd(processes: int, *args: str) -> list[str]:
     return [accelerate, "launch", "--config_file", config, "-m", "distgan", *args]
 
 
-def run(cmd: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], timeout: float = 600, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in the repository with the tests' environment (plus ``env``)."""
     proc = subprocess.run(
-        cmd, cwd=ROOT, env=env_for_tests(), capture_output=True, text=True, timeout=timeout
+        cmd,
+        cwd=ROOT,
+        env={**env_for_tests(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -6,26 +6,25 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 from conftest import (
-    ROOT,
-    SHARDS,
+    TINY_RECIPES,
     assert_bit_identical,
     final_weights,
     launch_cmd,
+    make_fixture_shards,
     run,
     run_and_kill_after,
+    tiny_recipe,
+    train_recipes_cmd,
 )
 
 from distgan.cli import main
 from distgan.config import ConfigError, load_config, recipe_names
-from distgan.data.shards import Sample, write_shards
 from distgan.data.stream import DatasetInfo
 from distgan.recipes import get_recipe
 
@@ -42,75 +41,33 @@ COMMON = [
     "data.num_workers=1",
     "data.shuffle_buffer=8",
 ]
-# Tiny networks for each shipped recipe ("{32}"/"{64}": fixture shards at that resolution).
-DCGAN = ["model.g_width=8", "model.d_width=8", "model.z_dim=8"]
-RESNET = ["model.g_channels=[16,16,16,16]", "model.d_channels=[16,16,16,16]", "model.z_dim=8"]
-TINY: dict[str, list[str]] = {
-    "digits-wgangp": [
-        f"data.shards={SHARDS}",
-        "model.g_channels=[16,8,8]",
-        "model.d_channels=[8,8,8]",
-    ],
-    "digits-cdcgan": [f"data.shards={SHARDS}", *DCGAN, "model.embed_dim=8"],
-    "celeba64-wgangp": ["{64}", "model.g_channels=[16,8,8,8]", "model.d_channels=[8,8,8,8]"],
-    "celeba64-dcgan": ["{64}", *DCGAN],
-    "celeba64-mlpgan": [
-        "{64}",
-        "model.base_channels=2",
-        "model.conv_channels=8",
-        "model.d_hidden=[16]",
-    ],
-    "cifar10-dcgan": ["{32}", *DCGAN],
-    "cifar10-horse-dcgan": ["{32}", *DCGAN],
-    "cifar10-sngan": ["{32}", *RESNET],
-    "cifar10-sagan": ["{32}", *RESNET],
-}
 
 
 @pytest.fixture(scope="module")
 def fixture_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """Random uint8 RGB images at 32 and 64 px with 10 class names, 8 shards each."""
-    root = tmp_path_factory.mktemp("shards")
-    rng = np.random.default_rng(0)
-    folders = {}
-    for res in (32, 64):
-        samples = [
-            Sample(f"s{i:05d}", rng.integers(0, 256, (res, res, 3), dtype=np.uint8), i % 10)
-            for i in range(96)
-        ]
-        meta = dict(source="synthetic", split="train", resolution=res, channels=3)
-        meta["class_names"] = [f"class{i}" for i in range(10)]
-        folders[res] = root / f"synthetic{res}"
-        write_shards(samples, folders[res], samples_per_shard=12, meta=meta)
-    return folders
+    return make_fixture_shards(tmp_path_factory.mktemp("shards"))
 
 
 def recipe_args(name: str, shards: dict[int, Path], run_dir: Path) -> list[str]:
-    args = [f"data.shards={shards[int(a[1:-1])]}" if a[0] == "{" else a for a in TINY[name]]
-    return [*args, *COMMON, f"run.dir={run_dir}"]
+    return [*tiny_recipe(name, shards), *COMMON, f"run.dir={run_dir}"]
 
 
 @pytest.fixture(scope="module")
 def trained(fixture_shards: dict[int, Path], tmp_path_factory: pytest.TempPathFactory):
     """Every shipped recipe, trained by the real engine in ONE 2-process launch (see
-    tests/train_recipes_2proc.py); digits-wgangp first (the resume test's reference)."""
+    tests/train_recipes.py); digits-wgangp first (the resume test's reference)."""
     root = tmp_path_factory.mktemp("runs")
-    argv = []
-    for name in TINY:
-        argv += [name, " ".join(recipe_args(name, fixture_shards, root / name))]
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    config = str(ROOT / "launch" / "cpu-2proc.yaml")
-    script = str(ROOT / "tests" / "train_recipes_2proc.py")
-    proc = run([accelerate, "launch", "--config_file", config, script, *argv], timeout=900)
+    runs = {name: recipe_args(name, fixture_shards, root / name) for name in TINY_RECIPES}
+    proc = run(train_recipes_cmd(2, runs), timeout=900)
     return root, proc.stderr
 
 
 def test_the_table_covers_every_shipped_recipe() -> None:
-    assert sorted(TINY) == recipe_names()
+    assert sorted(TINY_RECIPES) == recipe_names()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(TINY))
+@pytest.mark.parametrize("name", list(TINY_RECIPES))
 def test_recipe_trains_with_2_processes_without_nan(name: str, trained) -> None:
     root, log = trained
     run_dir = root / name

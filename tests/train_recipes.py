@@ -1,12 +1,12 @@
-"""Train several recipes one after the other in the *same* 2 processes (tests only).
+"""Train several recipes one after the other in the *same* processes (tests only).
 
 Starting 2 processes costs ~10–20 s on a 2-core CI machine; this runs the real engine
 (``distgan.engine.trainer.train``: DDP over gloo, checkpoints, rank-sync check) for every
 shipped recipe in one launch. The process group is kept between runs (the engine's
-``end_training`` would destroy it). Usage, under ``accelerate launch --config_file
-launch/cpu-2proc.yaml``::
+``end_training`` would destroy it). Usage, plainly (1 process) or under ``accelerate launch
+--config_file launch/cpu-2proc.yaml``::
 
-    tests/train_recipes_2proc.py RECIPE 'key=value key=value' [RECIPE '…' …]
+    tests/train_recipes.py RECIPE 'key=value key=value' [RECIPE '…' …]
 """
 
 from __future__ import annotations
