@@ -1,4 +1,4 @@
-"""The ``distgan`` command line: train | config | shards | sample | export.
+"""The ``distgan`` command line: train | config | shards | sample | export | bench.
 
 Every user mistake ends in one line on stderr that names the file, key or value and what to do,
 and a non-zero exit (2 for configuration mistakes).
@@ -66,21 +66,7 @@ def cmd_shards(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_generator(ckpt_path: str, which: str):
-    """(recipe, generator) rebuilt from a checkpoint alone (no shards needed)."""
-    from distgan.config import validate
-    from distgan.data.stream import DatasetInfo
-    from distgan.engine import checkpoint as ckpt
-    from distgan.recipes import get_recipe
-
-    state = ckpt.load(ckpt_path)
-    cfg = validate(state["config"])
-    recipe = get_recipe(cfg.family)(cfg, DatasetInfo(**state["data_info"]))
-    models = recipe.build_models()
-    name = which if which in state["models"] else recipe.ema_of
-    G = models[recipe.ema_of]
-    G.load_state_dict(state["models"][name])
-    return recipe, G.eval(), state, cfg
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".npz")
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -88,60 +74,48 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
     from torchvision.utils import save_image
 
-    recipe, G, _, _ = _load_generator(args.ckpt, "G_ema" if not args.raw else "G")
-    classes = recipe.data.num_classes if getattr(recipe.hp, "conditional", False) else 0
-    if args.label is not None and not classes:
-        return _fail("--label: this model is not class-conditional", 2)
-    if args.label is not None and not 0 <= args.label < classes:
-        return _fail(f"--label {args.label}: valid labels are 0–{classes - 1}", 2)
-    generator = torch.Generator().manual_seed(args.seed)
-    labels = None
-    if classes:
-        labels = (
-            torch.full((args.n,), args.label)
-            if args.label is not None
-            else torch.arange(args.n) % classes
-        )
-    with torch.no_grad():
-        images = recipe.generate(G, args.n, generator, labels).float()
+    from distgan import inference
+
     out = Path(args.out)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        return _fail(f"--out {out}: use a .png/.jpg (grid) or .npz (arrays) file name", 2)
+    if args.n < 1:
+        return _fail(f"--n {args.n}: draw at least 1 sample", 2)
+    trained = inference.load_trained(args.ckpt)
+    batch, labels = inference.conditioning(trained, args.n, args.label, args.shards)
+    images = inference.sample(trained, args.n, args.weights, args.seed, batch)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
+    if out.suffix.lower() == ".npz":
         uint8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         arrays = {"images": uint8.permute(0, 2, 3, 1).numpy()}
         if labels is not None:
             arrays["labels"] = labels.numpy().astype(np.int64)
         np.savez_compressed(out, **arrays)
-    elif out.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        nrow = classes if (classes and args.label is None) else max(1, int(args.n**0.5))
-        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
     else:
-        return _fail(f"--out {out}: use a .png (grid) or .npz (arrays) file name", 2)
-    print(f"distgan: wrote {args.n} samples to {out}", file=sys.stderr)
+        classes = len(labels.unique()) if labels is not None and args.label is None else 0
+        nrow = classes or max(1, int(len(images) ** 0.5))
+        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+    print(f"distgan: wrote {len(images)} samples to {out}", file=sys.stderr)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
-    recipe, G, state, cfg = _load_generator(args.ckpt, "G_ema")
-    tensors = {}
-    for name in (f"{recipe.ema_of}_ema", recipe.ema_of):
-        for key, value in state["models"].get(name, {}).items():
-            tensors[f"{name}.{key}"] = value.contiguous()
-    metadata = {
-        "format": "distgan-generator/1",
-        "family": cfg.family,
-        "recipe": cfg.name,
-        "step": str(state["step"]),
-        "hparams": json.dumps(getattr(G, "hparams", {})),
-        "data_info": json.dumps(state["data_info"]),
-        "config": json.dumps(state["config"]),
-    }
+    from distgan import inference
+
     out = Path(args.out)
+    if out.suffix.lower() != ".safetensors":
+        return _fail(f"--out {out}: use a .safetensors file name", 2)
+    trained = inference.load_trained(args.ckpt)
+    names = args.nets.split(",") if args.nets else list(trained.family.inference)
+    tensors, metadata = inference.export_tensors(trained, names, args.weights)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata=metadata)
-    print(f"distgan: exported {len(tensors)} tensors to {out}", file=sys.stderr)
+    print(
+        f"distgan: exported {metadata['networks']} ({len(tensors)} tensors) to {out}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -211,13 +185,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--label", type=int, default=None, help="class index (conditional models)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--raw", action="store_true", help="use G instead of its EMA")
+    p.add_argument(
+        "--weights",
+        choices=["ema", "raw"],
+        default=None,
+        help="EMA copies or trained weights (default: EMA where the family keeps it)",
+    )
+    p.add_argument("--shards", default=None, help="input images (families that translate data)")
     p.add_argument("--out", required=True, help=".png grid or .npz uint8 arrays")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("export", help="write the generator weights as safetensors")
+    p = sub.add_parser("export", help="write networks as safetensors")
     p.add_argument("--ckpt", required=True)
     p.add_argument("--out", required=True, help="FILE.safetensors")
+    p.add_argument("--nets", default=None, help="comma-separated (default: what sampling needs)")
+    p.add_argument(
+        "--weights",
+        choices=["ema", "raw", "both"],
+        default="both",
+        help="trained weights, EMA copies, or both (default; EMA where the family keeps it)",
+    )
     p.set_defaults(func=cmd_export)
 
     from distgan.bench import bench_names, get_bench
@@ -236,20 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from distgan.config import ConfigError
-    from distgan.data.shards import ShardError
-    from distgan.engine.checkpoint import CheckpointError
-    from distgan.engine.runtime import LaunchError
     from distgan.engine.signals import EXIT_REQUEUE, StopTraining
-    from distgan.engine.trainer import TrainingDiverged
+    from distgan.errors import DistganError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as err:
-        return _fail(str(err), 2)
-    except (ShardError, CheckpointError, LaunchError, TrainingDiverged) as err:
-        return _fail(str(err), 1)
+    except DistganError as err:
+        return _fail(str(err), err.exit_code)
     except StopTraining as stop:  # (the trainer has logged it)
         marker = os.environ.get("DISTGAN_STOPPED")  # read by slurm/requeue.sh
         if marker:

@@ -1,8 +1,11 @@
 """Typed run configuration: named YAML recipes + dotted command-line overrides.
 
-A recipe file (``distgan/configs/<name>.yaml``) is validated against :class:`Config`. The
-``model`` section belongs to the GAN family (``family: dcgan`` → ``distgan/recipes/dcgan.py``),
-which validates it with its own schema, so adding a family never touches this file.
+A *recipe* is a YAML file (``distgan/configs/<name>.yaml``, or any path) that says what to train:
+data, steps, optimizers, hyper-parameters. Its ``family:`` names the Python class that says how
+(``family: dcgan`` → ``distgan/families/dcgan.py``; see distgan/families/base.py). The recipe is
+validated against :class:`Config`; the ``model:`` and ``loss:`` sections belong to the family,
+which validates them with its own schemas, and ``optim:`` is keyed by the family's network
+names, so adding a family never touches this file.
 
 Every mistake becomes a :class:`ConfigError` whose message names the offending key and the
 allowed values; the CLI prints it as one line and exits with code 2.
@@ -11,6 +14,7 @@ allowed values; the CLI prints it as one line and exits with code 2.
 from __future__ import annotations
 
 import difflib
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -22,12 +26,12 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
+from distgan.errors import ConfigError
+from distgan.overrides import apply_overrides
 
-class ConfigError(ValueError):
-    """A user mistake in a recipe name, key or value (exit code 2)."""
+__all__ = ["Config", "ConfigError", "load_config", "recipe_names", "to_yaml", "validate"]
 
 
 class _Section(BaseModel):
@@ -40,7 +44,11 @@ class RunConfig(_Section):
 
 
 class DataConfig(_Section):
-    shards: str = Field(..., description="folder with WebDataset *.tar shards + manifest.json")
+    shards: str | dict[str, str] = Field(
+        ...,
+        description="folder with WebDataset *.tar shards + manifest.json, or one folder per "
+        "named stream for families that read several (e.g. {A: DIR, B: DIR})",
+    )
     num_workers: int = Field(2, ge=0, description="data-loader worker processes per rank")
     shuffle_buffer: int = Field(1000, ge=1, description="samples held for shuffling per worker")
     verify: bool = Field(False, description="check every shard's sha256 against the manifest")
@@ -74,7 +82,9 @@ class DataConfig(_Section):
 
 
 class TrainConfig(_Section):
-    steps: int = Field(..., ge=1, description="optimizer steps of the generator schedule")
+    steps: int = Field(
+        ..., ge=1, description="training steps: each takes one batch and runs the phases due"
+    )
     batch_size: int = Field(64, ge=1, description="per process; global = this × processes")
     seed: int = 0
     precision: Literal["no", "bf16", "fp16", "auto"] = Field(
@@ -86,11 +96,9 @@ class TrainConfig(_Section):
     def _yaml_no(cls, value: Any) -> Any:
         return "no" if value is False else value  # `precision: no` in YAML 1.1 is False
 
-    lr_g: float = Field(2e-4, gt=0)
-    lr_d: float = Field(2e-4, gt=0)
-    betas_g: tuple[float, float] = (0.5, 0.999)
-    betas_d: tuple[float, float] = (0.5, 0.999)
-    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of G; 0 copies G every step")
+    ema_decay: float = Field(
+        0.999, ge=0, lt=1, description="decay of the family's EMA copies; 0 copies every step"
+    )
     checkpoint_every: int = Field(500, ge=1)
     compile: bool | Literal["auto"] = Field(
         "auto", description="torch.compile the networks' passes (auto: on CUDA)"
@@ -123,65 +131,73 @@ class TrainConfig(_Section):
         return value
 
 
-class LossConfig(_Section):
-    """The generic loss section: adversarial loss, regularizers, schedule and "GAN hacks"
-    (see distgan/losses.py and distgan/penalties.py)."""
+class OptimConfig(_Section):
+    """Adam for one network (``optim.<network>.*``), with an optional linear decay."""
 
-    adversarial: Literal["minimax", "nonsaturating", "hinge", "wasserstein", "lsgan"] = Field(
-        "nonsaturating", description="adversarial loss of D and G"
+    lr: float = Field(2e-4, gt=0, description="learning rate")
+    betas: tuple[float, float] = Field((0.5, 0.999), description="Adam's (β1, β2)")
+    decay_start: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="fraction of train.steps after which lr decays linearly to 0 at the last "
+        "step (pix2pix/CycleGAN: 0.5); 1 = constant",
     )
-    real_label: float = Field(
-        1.0, gt=0, le=1, description="D's target for real images: one-sided smoothing, e.g. 0.9"
-    )
-    label_noise: float = Field(
-        0.0, ge=0, lt=0.5, description="D's targets drawn from [real_label − a, real_label], [0, a]"
-    )
-    label_flip: float = Field(
-        0.0, ge=0, lt=0.5, description="fraction of samples whose real/fake targets D sees swapped"
-    )
-    instance_noise: float = Field(
-        0.0, ge=0, description="std of Gaussian noise on D's inputs, annealed linearly to 0"
-    )
-    gp_weight: float = Field(0.0, ge=0, description="WGAN-GP λ: λ·E[(‖∇D(x̂)‖ − 1)²]")
-    r1_gamma: float = Field(0.0, ge=0, description="R1 γ: γ/2·E[‖∇D(x)‖²] on real images")
-    reg_every: int = Field(
-        1, ge=1, description="lazy regularization: the penalty on every k-th step, with gain k"
-    )
-    n_critic: int = Field(1, ge=1, description="D steps per G step (one D step per train step)")
 
-    @model_validator(mode="after")
-    def _targets_need_a_target_loss(self) -> LossConfig:
-        hacks = self.real_label != 1.0 or self.label_noise or self.label_flip
-        if hacks and self.adversarial in ("hinge", "wasserstein"):
-            raise ValueError(
-                f"loss.real_label/label_noise/label_flip need a loss with targets (minimax, "
-                f"nonsaturating, lsgan), not loss.adversarial={self.adversarial}"
-            )
-        return self
+
+# Documented shorthands of the two-player families: train.lr_g=X means optim.G.lr=X.
+SHORTHANDS = {
+    "lr_g": ("G", "lr"),
+    "lr_d": ("D", "lr"),
+    "betas_g": ("G", "betas"),
+    "betas_d": ("D", "betas"),
+}
 
 
 class LogConfig(_Section):
     wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
     project: str = "distgan"
     every: int = Field(25, ge=1, description="scalar logging interval in steps")
-    sample_every: int = Field(250, ge=1, description="sample-grid interval in steps")
-    samples_per_class: int = Field(10, ge=1, description="grid columns (one row per class)")
+    sample_every: int = Field(250, ge=1, description="preview-grid interval in steps")
+    samples_per_class: int = Field(
+        10, ge=1, description="grid columns: samples per class (conditional), or per row"
+    )
+
+
+class EvalConfig(_Section):
+    every: int = Field(0, ge=0, description="evaluate every N steps and at the end; 0: never")
+    n: int = Field(500, ge=1, description="samples per evaluation, over all ranks")
+    metrics: list[str] = Field(["moments"], description="evaluators (distgan/evaluation/)")
+    batch_size: int = Field(100, ge=1, description="per process")
+    shards: str | dict[str, str] | None = Field(
+        None, description="held-out shards (like data.shards); default: data.shards"
+    )
 
 
 class Config(_Section):
     name: str = Field(..., description="recipe name")
-    family: str = Field(..., description="GAN family: a module in distgan/recipes/")
+    family: str = Field(
+        ..., description="a module in distgan/families/, or an importable module path"
+    )
     run: RunConfig = RunConfig()
     data: DataConfig
     train: TrainConfig
-    loss: LossConfig = LossConfig()
+    optim: dict[str, OptimConfig] = Field(
+        default_factory=dict, description="per trained network, e.g. optim.G.lr, optim.D.betas"
+    )
+    loss: dict[str, Any] = Field(default_factory=dict, description="the family's losses")
     log: LogConfig = LogConfig()
-    model: dict[str, Any] = Field(default_factory=dict, description="family-specific networks")
+    eval: EvalConfig = EvalConfig()
+    model: dict[str, Any] = Field(default_factory=dict, description="the family's networks")
     resume: str = Field("auto", description="auto | never | PATH to a checkpoint")
 
     @property
     def run_dir(self) -> Path:
         return Path(self.run.dir.format(name=self.name))
+
+    def optimizer(self, network: str) -> OptimConfig:
+        """``optim.<network>``, or Adam's defaults when the recipe does not set it."""
+        return self.optim.get(network) or OptimConfig()
 
 
 # --------------------------------------------------------------------------- recipes by name
@@ -193,6 +209,7 @@ def recipe_names() -> list[str]:
 
 
 def _read_recipe(name: str) -> dict[str, Any]:
+    """A recipe's YAML as a dict (``name`` set from the file name if the YAML has none)."""
     path = Path(name)
     if name.endswith((".yaml", ".yml")) and path.exists():
         text = path.read_text()
@@ -206,71 +223,35 @@ def _read_recipe(name: str) -> dict[str, Any]:
                 "(or a path to a .yaml file)"
             )
         text = (resources.files("distgan") / "configs" / f"{name}.yaml").read_text()
-    raw = yaml.safe_load(text) or {}
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise ConfigError(f"recipe '{name}' is not valid YAML{line}: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"recipe '{name}' is a YAML {type(raw).__name__}, not a mapping of sections "
+            "(name, family, data, train, …)"
+        )
     raw.setdefault("name", path.stem if name.endswith((".yaml", ".yml")) else name)
     return raw
-
-
-# --------------------------------------------------------------------------- overrides
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"'{dotted}': '{key}' is a value, not a section")
-        node = child
-    node[keys[-1]] = value
-
-
-def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` strings; values are parsed as YAML scalars (``1e-4``, ``true``)."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(
-                f"override '{item}' is not of the form key=value (e.g. train.steps=100)"
-            )
-        key, text = item.split("=", 1)
-        if not key:
-            raise ConfigError(f"override '{item}' has an empty key")
-        _set_dotted(tree, key.strip(), parse_value(text))
-    return tree
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value: int, float, true/false, null, a [list] / {map}, else the string.
-
-    Not plain YAML: YAML 1.1 reads ``no``/``yes``/``on``/``off`` as booleans, but
-    ``train.precision=no`` must stay the string "no".
-    """
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("null", "none", "~"):
-        return None
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    if text.strip()[:1] in ("[", "{"):
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            return text
-    return text
 
 
 # --------------------------------------------------------------------------- validation
 
 
 def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Valid key names at ``loc`` inside ``model`` (for error messages)."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
+    """Valid key names at ``loc`` inside ``model`` (for error messages); follows sections and
+    mappings of sections (``optim.G.lr``)."""
+    parts = list(loc[:-1])
+    while parts:
+        field = model.model_fields.get(str(parts.pop(0)))
         annotation = getattr(field, "annotation", None)
+        if typing.get_origin(annotation) is dict:  # dict[str, Section]: skip the key
+            annotation = typing.get_args(annotation)[1]
+            if parts:
+                parts.pop(0)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
@@ -295,20 +276,60 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], prefi
     return f"bad value for '{key}': {given!r} — {first['msg']}"
 
 
+def _apply_shorthands(raw: dict[str, Any]) -> None:
+    """``train.lr_g=X`` → ``optim.G.lr=X`` (a shorthand given on the command line wins)."""
+    train = raw.get("train")
+    if not isinstance(train, dict):
+        return
+    for key, (network, field) in SHORTHANDS.items():
+        if key in train:
+            optim = raw.setdefault("optim", {})
+            if not isinstance(optim, dict) or not isinstance(optim.setdefault(network, {}), dict):
+                raise ConfigError(f"'optim.{network}' must be a section (lr, betas, decay_start)")
+            optim[network][field] = train.pop(key)
+
+
+def _section(schema: type[BaseModel], values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Validate a family-owned section; its defaults filled in, as plain values."""
+    try:
+        return schema.model_validate(values).model_dump(mode="json")
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, schema, prefix)) from None
+
+
 def validate(raw: dict[str, Any]) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a recipe is a YAML mapping of sections, not {type(raw).__name__}")
+    _apply_shorthands(raw)
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, Config)) from None
-    # The family validates (and fills defaults of) its own `model` section.
-    from distgan.recipes import get_recipe
+    # The family validates (and fills defaults of) its own sections.
+    from distgan.families import get_family
 
-    recipe = get_recipe(cfg.family)
-    try:
-        model = recipe.ModelConfig.model_validate(cfg.model)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, recipe.ModelConfig, "model.")) from None
-    cfg.model = model.model_dump()
+    family = get_family(cfg.family)
+    cfg.model = _section(family.ModelConfig, cfg.model, "model.")
+    cfg.loss = _section(family.LossConfig, cfg.loss, "loss.")
+    for network in cfg.optim:
+        if network not in family.networks:
+            raise ConfigError(
+                f"optim.{network}: family '{cfg.family}' has no network '{network}'; its "
+                f"networks: {', '.join(family.networks)}"
+            )
+    for key, shards in (("data.shards", cfg.data.shards), ("eval.shards", cfg.eval.shards)):
+        named = sorted(shards) if isinstance(shards, dict) else []
+        if shards is not None and named != sorted(family.streams):
+            want = (
+                "one folder"
+                if not family.streams
+                else "{" + ", ".join(f"{s}: DIR" for s in family.streams) + "}"
+            )
+            raise ConfigError(f"{key}: family '{cfg.family}' reads {want}, not {shards!r}")
+    from distgan.evaluation import get_evaluator
+
+    for name in cfg.eval.metrics:
+        get_evaluator(name)  # one line naming the valid ones if unknown
     return cfg
 
 

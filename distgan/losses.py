@@ -12,7 +12,12 @@ Every loss is a pair ``(d_loss(real, fake, targets) , g_loss(fake))`` of batch m
 
 The cross-entropy and least-squares losses take per-sample *targets* for real and fake images, so
 the classic "GAN hacks" compose with them: one-sided label smoothing (real target 0.9, Salimans
-et al., 2016), label noise and label flipping (:func:`d_targets`).
+et al., 2016), label noise and label flipping (:func:`d_targets`). D may output one value per
+image or a map of patch values (PatchGAN, ``[B, 1, H, W]``): per-sample targets are broadcast
+over each sample's values, and every loss is a mean over all of them.
+
+Families compose these small pieces (with :mod:`distgan.penalties`): ``ADVERSARIAL[name].d`` and
+``.g``, :func:`d_targets`, :func:`instance_noise` and :func:`accuracy`.
 """
 
 from __future__ import annotations
@@ -57,6 +62,27 @@ def d_targets(
     return real, fake
 
 
+def per_sample(target: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-sample values ``[B]`` broadcast over D's outputs ``[B]`` or ``[B, 1, H, W]``."""
+    if target.shape != like.shape[:1]:
+        raise ValueError(
+            f"targets of shape {list(target.shape)} for D outputs of shape {list(like.shape)}: "
+            "one target per sample expected"
+        )
+    return target.view(-1, *([1] * (like.dim() - 1))).expand_as(like)
+
+
+def instance_noise(
+    images: torch.Tensor, std: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Gaussian noise on D's inputs (Sønderby et al., 2017); no random numbers drawn at std 0.
+    Anneal ``std`` with :func:`distgan.schedules.linear_decay`."""
+    if std == 0:
+        return images
+    noise = torch.randn(images.shape, device=images.device, generator=generator)
+    return images + std * noise.to(images.dtype)
+
+
 # --------------------------------------------------------------------------- the losses
 
 
@@ -66,7 +92,7 @@ def d_nonsaturating(
     """D's cross-entropy; a float ``real_label`` is the one-sided smoothed real target."""
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     target = (
-        real_label
+        per_sample(real_label, real_logits)
         if isinstance(real_label, torch.Tensor)
         else torch.full_like(real_logits, real_label)
     )
@@ -80,8 +106,10 @@ def d_cross_entropy(
     real_t, fake_t = targets
     if fake_t is None:  # fakes → 0: softplus(logit), as the DCGAN loss always was
         return d_nonsaturating(real_logits, fake_logits, real_t)
-    real_term = F.binary_cross_entropy_with_logits(real_logits.float(), real_t)
-    return real_term + F.binary_cross_entropy_with_logits(fake_logits.float(), fake_t)
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    real_term = F.binary_cross_entropy_with_logits(real_logits, per_sample(real_t, real_logits))
+    fake_term = F.binary_cross_entropy_with_logits(fake_logits, per_sample(fake_t, fake_logits))
+    return real_term + fake_term
 
 
 def g_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -115,7 +143,9 @@ def g_wasserstein(fake: torch.Tensor) -> torch.Tensor:
 def d_lsgan(real: torch.Tensor, fake: torch.Tensor, targets: Targets) -> torch.Tensor:
     real_t, fake_t = targets
     fake_t = torch.zeros_like(real_t) if fake_t is None else fake_t
-    return 0.5 * ((real.float() - real_t) ** 2).mean() + 0.5 * ((fake.float() - fake_t) ** 2).mean()
+    real, fake = real.float(), fake.float()
+    real_term = ((real - per_sample(real_t, real)) ** 2).mean()
+    return 0.5 * real_term + 0.5 * ((fake - per_sample(fake_t, fake)) ** 2).mean()
 
 
 def g_lsgan(fake: torch.Tensor) -> torch.Tensor:

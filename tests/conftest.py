@@ -97,6 +97,8 @@ def env_for_tests() -> dict[str, str]:
     env.pop("WANDB_API_KEY", None)
     env["WANDB_MODE"] = "offline"  # never reach the network, whatever the recipe says
     env["PYTHONUNBUFFERED"] = "1"
+    # the tests' own families (tests/plugins/, `family: plugins.NAME`) are importable
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), env.get("PYTHONPATH")]))
     return env
 
 
@@ -170,7 +172,7 @@ def final_weights(run_dir: Path, step: int) -> dict[str, dict[str, torch.Tensor]
         run_dir / "checkpoints" / f"step-{step:08d}.pt", map_location="cpu", weights_only=True
     )
     assert state["step"] == step
-    return state["models"]
+    return state["networks"]
 
 
 def assert_bit_identical(a: dict, b: dict) -> None:

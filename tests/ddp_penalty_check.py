@@ -1,7 +1,7 @@
 """Under 2-process DDP the critic's gradients *with* the gradient penalty equal those of a single
 process on the concatenated global batch (acceptance 3).
 
-Each rank runs the shipped recipes' own D loss (recipes/_adversarial.py) through the critic
+Each rank runs the shipped recipes' own D loss (families/_adversarial.py) through the critic
 wrapped by the engine's accelerator (DDP, gloo, static_graph off); rank 0 also runs it without
 DDP on both ranks' data concatenated. The random draws (z, ε) of a rank are the rows of the
 single process's draws that belong to its samples, so the two computations see the same numbers.
@@ -20,8 +20,8 @@ import torch
 from distgan.config import load_config
 from distgan.data.stream import DatasetInfo
 from distgan.engine.runtime import make_accelerator
-from distgan.recipes import get_recipe
-from distgan.recipes.base import Nets, StepContext
+from distgan.families import get_family
+from distgan.families.base import Nets, StepContext
 
 N = 4  # samples per rank
 CASES = {
@@ -83,9 +83,9 @@ def main(out: str) -> None:
         rank, world = accelerator.process_index, accelerator.num_processes
         channels, res = (1, 32) if name.startswith("digits") else (3, 32)
         info = DatasetInfo(res, channels, [str(i) for i in range(10)], 100)
-        recipe = get_recipe(cfg.family)(cfg, info)
+        recipe = get_family(cfg.family)(cfg, {"": info})
         torch.manual_seed(0)
-        models = recipe.build_models()
+        models = recipe.build_networks()
         for name_, p in models["D"].named_parameters():
             if name_.endswith("gamma"):  # self-attention starts as the identity: switch it on
                 p.data.fill_(0.5)

@@ -24,7 +24,7 @@ def test_config_prints_the_resolved_recipe(capsys: pytest.CaptureFixture[str]) -
     assert main(["config", "digits-cdcgan", "train.steps=7", "train.lr_d=1e-4"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["name"] == "digits-cdcgan" and cfg["family"] == "dcgan"
-    assert cfg["train"]["steps"] == 7 and cfg["train"]["lr_d"] == 1e-4
+    assert cfg["train"]["steps"] == 7 and cfg["optim"]["D"]["lr"] == 1e-4  # the shorthand
     assert cfg["model"]["conditional"] is True and cfg["model"]["z_dim"] == 64
     assert cfg["log"]["wandb"] == "auto" and cfg["resume"] == "auto"
 

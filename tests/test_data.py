@@ -10,8 +10,9 @@ import pytest
 import torch
 from conftest import SHARDS
 
+from distgan.data.loader import ResumableLoader
 from distgan.data.sources import digits
-from distgan.data.stream import ResumableLoader, ShardStream
+from distgan.data.stream import ShardStream
 
 
 def test_digits_conversion_reproduces_the_committed_shards(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from distgan import losses, penalties
 from distgan.config import load_config
 from distgan.data.stream import DatasetInfo
 from distgan.engine.runtime import Precision
-from distgan.recipes import get_recipe
-from distgan.recipes.base import Nets, StepContext
+from distgan.families import get_family
+from distgan.families.base import Nets, StepContext
 
 
 class Linear(nn.Module):
@@ -70,10 +70,10 @@ def test_r1_of_a_linear_critic_is_analytic() -> None:
 
 
 def small_critic() -> nn.Module:
-    from distgan.models.seed import SeedCritic
+    from distgan.models.wgan import WGANCritic
 
     torch.manual_seed(0)
-    return SeedCritic(resolution=32, channels=3, d_channels=[16, 32, 64])
+    return WGANCritic(resolution=32, channels=3, d_channels=[16, 32, 64])
 
 
 def penalty_and_grads(
@@ -160,12 +160,12 @@ def test_fp16_overflow_is_skipped_and_counted() -> None:
     before = [p.detach().clone() for p in model.parameters()]
     loss = model(torch.ones(2, 3)).sum() * torch.tensor(float("inf"))
     precision.backward(loss, "D")
-    assert precision.step(optimizer, "D") is False
+    assert precision.step([optimizer], "D") is False
     assert precision.skipped_steps == 1 and precision.scalers["D"].get_scale() == 512.0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     optimizer.zero_grad()
     precision.backward(model(torch.ones(2, 3)).sum(), "D")
-    assert precision.step(optimizer, "D") is True and precision.skipped_steps == 1
+    assert precision.step([optimizer], "D") is True and precision.skipped_steps == 1
 
 
 # --------------------------------------------------------------------------- 3. DDP
@@ -194,9 +194,9 @@ def test_ddp_critic_gradients_with_penalty_equal_single_process(tmp_path: Path) 
 def recipe_for(name: str, *overrides: str):
     cfg = load_config(name, list(overrides))
     info = DatasetInfo(32, 1 if name.startswith("digits") else 3, [str(i) for i in range(10)], 9)
-    recipe = get_recipe(cfg.family)(cfg, info)
+    family = get_family(cfg.family)(cfg, {"": info})
     torch.manual_seed(0)
-    return recipe, recipe.build_models()
+    return family, family.build_networks()
 
 
 TINY_WGAN = ("model.g_channels=[16,8,8]", "model.d_channels=[8,8,8]", "model.z_dim=8")
@@ -230,15 +230,16 @@ def test_lazy_regularization_runs_every_kth_step_with_gain_k(penalty: str) -> No
 
 
 def test_n_critic_and_ttur() -> None:
-    recipe, models = recipe_for("digits-wgangp", *TINY_WGAN)
+    recipe, _ = recipe_for("digits-wgangp", *TINY_WGAN)
     schedule = [(p.name, p.trains, p.every) for p in recipe.phases]
-    assert schedule == [("D", "D", 1), ("G", "G", 5)]
+    assert schedule == [("D", ("D",), 1), ("G", ("G",), 5)]
     # 10 engine steps: 10 critic steps, 2 generator steps
     assert sum(s % 5 == 0 for s in range(10)) == 2
-    sagan, models = recipe_for("cifar10-sagan", "model.g_channels=[16,16,16,16]")
-    opts = sagan.build_optimizers(models)
-    assert opts["D"].param_groups[0]["lr"] == 4e-4 and opts["G"].param_groups[0]["lr"] == 1e-4
-    assert opts["D"].param_groups[0]["betas"] == (0.0, 0.9)
+    sagan = load_config("cifar10-sagan")
+    assert sagan.optimizer("D").lr == 4e-4 and sagan.optimizer("G").lr == 1e-4
+    assert sagan.optimizer("D").betas == (0.0, 0.9)
+    shorthand = load_config("cifar10-sagan", ["train.lr_d=3e-4"])  # the documented shorthand
+    assert shorthand.optimizer("D").lr == 3e-4 and shorthand.optimizer("D").betas == (0.0, 0.9)
 
 
 # --------------------------------------------------------------------------- compile
@@ -256,7 +257,7 @@ def test_penalty_with_compiled_plain_passes_matches_eager() -> None:
 
     recipe, _ = recipe_for("digits-wgangp", *TINY_WGAN)
     torch.manual_seed(0)
-    models = recipe.build_models()
+    models = recipe.build_networks()
     batch = {"image": images(4, (1, 32, 32))}
     grads, contexts = [], []
     for backend in (None, "aot_eager"):  # train.compile off / on (inductor would build C++ here)

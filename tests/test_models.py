@@ -9,8 +9,9 @@ from torch import nn
 
 from distgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from distgan.models.layers import ConditionalBatchNorm2d, SelfAttention, sigma_max
+from distgan.models.mlp import MLPDiscriminator, MLPGenerator
 from distgan.models.resnet import ResNetDiscriminator, ResNetGenerator
-from distgan.models.seed import MLPDiscriminator, MLPGenerator, SeedCritic, SeedGenerator
+from distgan.models.wgan import WGANCritic, WGANGenerator
 
 
 def test_self_attention_is_identity_at_init_and_has_the_right_shapes() -> None:
@@ -70,7 +71,7 @@ def test_conditional_batchnorm_starts_as_batchnorm() -> None:
 
 
 def test_seed_wgangp_networks_are_the_seed_table() -> None:
-    G, D = SeedGenerator(), SeedCritic()
+    G, D = WGANGenerator(), WGANCritic()
     assert G.dense.out_features == 4 * 4 * 512
     convs = [m for m in G.net if isinstance(m, nn.ConvTranspose2d)]
     assert [c.out_channels for c in convs] == [256, 128, 64, 3]
@@ -86,11 +87,11 @@ def test_seed_wgangp_networks_are_the_seed_table() -> None:
     x = G(torch.randn(3, 100))
     assert x.shape == (3, 3, 64, 64) and D(x).shape == (3,)
     # kernel 4 (divisible by the stride) keeps the sizes
-    G4 = SeedGenerator(kernel_size=4, output="tanh")
+    G4 = WGANGenerator(kernel_size=4, output="tanh")
     assert G4(torch.randn(2, 100)).shape == (2, 3, 64, 64)
-    assert SeedCritic(kernel_size=4)(torch.randn(2, 3, 64, 64)).shape == (2,)
+    assert WGANCritic(kernel_size=4)(torch.randn(2, 3, 64, 64)).shape == (2,)
     with pytest.raises(ValueError, match="32 px"):
-        SeedGenerator(resolution=32)
+        WGANGenerator(resolution=32)
 
 
 def test_mlp_baseline_is_the_seed_table() -> None:

@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -26,7 +27,7 @@ from conftest import (
 from distgan.cli import main
 from distgan.config import ConfigError, load_config, recipe_names
 from distgan.data.stream import DatasetInfo
-from distgan.recipes import get_recipe
+from distgan.families import get_family
 
 STEPS, EVERY = 12, 4
 COMMON = [
@@ -85,6 +86,35 @@ def test_recipe_trains_with_2_processes_without_nan(name: str, trained) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", list(TINY_RECIPES))
+def test_sample_and_export_with_ema_and_raw_weights(name: str, trained, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    ckpt = trained[0] / name / "checkpoints" / f"step-{STEPS:08d}.pt"
+    state = torch.load(ckpt, weights_only=True)
+    outputs = {}
+    for weights in ("ema", "raw"):
+        out = tmp_path / f"{weights}.npz"
+        argv = ["sample", "--ckpt", str(ckpt), "--n", "5", "--weights", weights, "--out", str(out)]
+        assert main(argv) == 0
+        outputs[weights] = np.load(out)["images"]
+        assert outputs[weights].shape[0] == 5 and outputs[weights].dtype == np.uint8
+        export = tmp_path / f"{weights}.safetensors"
+        argv = ["export", "--ckpt", str(ckpt), "--weights", weights, "--out", str(export)]
+        assert main(argv) == 0
+        net = "G_ema" if weights == "ema" else "G"
+        with safe_open(str(export), "pt") as f:
+            assert {k.split(".")[0] for k in f.keys()} == {net}  # noqa: SIM118
+            for key, value in state["networks"][net].items():
+                assert torch.equal(f.get_tensor(f"{net}.{key}"), value), key
+    # the default samples the EMA copy (the GAN families keep one) and differs from raw G
+    default = tmp_path / "default.npz"
+    assert main(["sample", "--ckpt", str(ckpt), "--n", "5", "--out", str(default)]) == 0
+    assert np.array_equal(np.load(default)["images"], outputs["ema"])
+    assert not np.array_equal(outputs["ema"], outputs["raw"])
+
+
+@pytest.mark.slow
 def test_wgangp_2proc_resume_after_sigkill_is_bit_exact(trained, tmp_path: Path) -> None:
     root, _ = trained
     interrupted = tmp_path / "interrupted"
@@ -108,8 +138,8 @@ def test_config_shows_the_seed_values(capsys: pytest.CaptureFixture[str]) -> Non
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["family"] == "wgangp" and cfg["data"]["shards"] == "shards/celeba64"
     assert cfg["train"]["batch_size"] == 64
-    assert cfg["train"]["lr_g"] == cfg["train"]["lr_d"] == 2e-4
-    assert cfg["train"]["betas_g"][0] == cfg["train"]["betas_d"][0] == 0.5
+    assert cfg["optim"]["G"]["lr"] == cfg["optim"]["D"]["lr"] == 2e-4
+    assert cfg["optim"]["G"]["betas"][0] == cfg["optim"]["D"]["betas"][0] == 0.5
     assert cfg["train"]["steps"] == 60 * math.ceil(202_599 / 64)  # 60 epochs
     assert (cfg["loss"]["adversarial"], cfg["loss"]["gp_weight"]) == ("wasserstein", 10.0)
     assert (cfg["loss"]["n_critic"], cfg["loss"]["reg_every"]) == (5, 1)
@@ -125,16 +155,16 @@ def test_config_shows_the_seed_values(capsys: pytest.CaptureFixture[str]) -> Non
 def test_sagan_recipe_values(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "cifar10-sagan"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert (cfg["train"]["lr_d"], cfg["train"]["lr_g"]) == (4e-4, 1e-4)
-    assert cfg["train"]["betas_d"] == cfg["train"]["betas_g"] == [0.0, 0.9]
+    assert (cfg["optim"]["D"]["lr"], cfg["optim"]["G"]["lr"]) == (4e-4, 1e-4)
+    assert cfg["optim"]["D"]["betas"] == cfg["optim"]["G"]["betas"] == [0.0, 0.9]
     assert cfg["model"]["g_spectral_norm"] and cfg["model"]["d_spectral_norm"]
     assert cfg["model"]["attention"] == [16] and cfg["loss"]["adversarial"] == "hinge"
 
 
 def test_network_mistakes_are_config_errors() -> None:
     cfg = load_config("celeba64-wgangp", ["model.g_channels=[16,8,8]"])
-    recipe = get_recipe(cfg.family)(cfg, DatasetInfo(64, 3, [], 10))
+    family = get_family(cfg.family)(cfg, {"": DatasetInfo(64, 3, [], 10)})
     with pytest.raises(ConfigError, match=r"model.g_channels .* makes 32 px images, not 64 px"):
-        recipe.build_models()
+        family.build_networks()
     with pytest.raises(ConfigError, match="need a loss with targets"):
         load_config("cifar10-sngan", ["loss.real_label=0.9"])

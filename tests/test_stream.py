@@ -11,8 +11,9 @@ import psutil
 import pytest
 import torch
 
+from distgan.data.loader import ResumableLoader
 from distgan.data.shards import Sample, ShardError, encode_sample, write_shards
-from distgan.data.stream import ResumableLoader, ShardStream, decode_sample
+from distgan.data.stream import ShardStream, decode_sample
 from distgan.data.transforms import Transforms, lab_to_rgb, rgb_to_lab
 
 TOTAL, PER_SHARD = 57, 6  # 10 shards: 9 of 6 samples and one of 3

@@ -108,7 +108,7 @@ def test_run_folder_wandb_sample_export(tmp_path: Path) -> None:
         meta = f.metadata()
         assert meta["family"] == "dcgan" and '"num_classes": 10' in meta["hparams"]
         assert torch.equal(
-            f.get_tensor("G_ema.net.0.weight"), state["models"]["G_ema"]["net.0.weight"]
+            f.get_tensor("G_ema.net.0.weight"), state["networks"]["G_ema"]["net.0.weight"]
         )
 
 

@@ -15,15 +15,24 @@ from rich.table import Table
 from distgan.data.stream import DatasetInfo
 
 
-def synthetic_batch(info: DatasetInfo, batch_size: int, device: torch.device) -> dict[str, Any]:
-    """A batch shaped like the recipe's data (images in [-1, 1], labels when there are classes)."""
+def synthetic_batch(family, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """A batch shaped like the family's data: images in [-1, 1], labels when there are classes,
+    a target image for paired data; one such batch per stream for families with named streams."""
     generator = torch.Generator().manual_seed(0)
-    shape = (batch_size, info.channels, info.resolution, info.resolution)
-    batch: dict[str, Any] = {"image": (torch.rand(shape, generator=generator) * 2 - 1).to(device)}
-    if info.num_classes:
-        labels = torch.randint(info.num_classes, (batch_size,), generator=generator)
-        batch["label"] = labels.to(device)
-    return batch
+
+    def one(info: DatasetInfo) -> dict[str, Any]:
+        shape = (batch_size, info.channels, info.resolution, info.resolution)
+        batch: dict[str, Any] = {"image": (torch.rand(shape, generator=generator) * 2 - 1)}
+        if info.num_classes:
+            batch["label"] = torch.randint(info.num_classes, (batch_size,), generator=generator)
+        if info.paired:
+            batch["target"] = torch.rand(shape, generator=generator) * 2 - 1
+        return {k: v.to(device) for k, v in batch.items()}
+
+    streams = family.stream_info
+    if list(streams) == [""]:
+        return one(streams[""])
+    return {name: one(info) for name, info in streams.items()}
 
 
 def print_table(title: str, figures: dict[str, Any]) -> None:
@@ -68,36 +77,25 @@ def time_steps(
     return times[0], statistics.median(per_cycle) / cycle
 
 
-def phase_cycle(recipe) -> int:
-    """Steps after which the recipe's phase pattern repeats (lcm of the phases' intervals)."""
-    return math.lcm(*(phase.every for phase in recipe.phases))
+def phase_cycle(phases) -> int:
+    """Steps after which the phase pattern repeats (lcm of the phases' intervals)."""
+    return math.lcm(*(phase.every for phase in phases))
 
 
-def build_distgan_step(
-    cfg, info: DatasetInfo, device: torch.device, phases: list[str] | None = None
-):
+def build_distgan_step(cfg, info: DatasetInfo, phases: list[str] | None = None):
     """distgan's own step for ``cfg`` (this process's part of it, in whatever process group is
-    set up), as a function of the step index; ``phases`` keeps only the phases named."""
-    from distgan.engine.parallel import DataParallel
-    from distgan.engine.runtime import Precision, process_accelerator, speed_settings
-    from distgan.engine.trainer import train_step
-    from distgan.recipes import get_recipe
-    from distgan.recipes.base import StepContext
+    set up), built by the trainer's builder and run as the trainer runs it (phases, EMA), as a
+    function of the step index; ``phases`` keeps only the phases named. Returns (step_fn, run)."""
+    from distgan.engine.build import build_for_bench
+    from distgan.engine.step import advance
 
-    recipe = get_recipe(cfg.family)(cfg, info)
-    torch.manual_seed(cfg.train.seed)
-    models = {name: m.to(device) for name, m in recipe.build_models().items()}
-    speed = speed_settings(cfg, device)
-    speed.apply(models)
-    optimizers = recipe.build_optimizers(models, fused=speed.fused_optimizers)
-    precision = Precision(cfg.train.precision, device, list(optimizers))
-    accelerator = process_accelerator(cfg.train.collective_timeout)
-    parallel = DataParallel(accelerator, precision, models, optimizers)
-    ctx = StepContext(device, torch.Generator(device).manual_seed(0), speed.compile_backend)
-    batch = speed.batch(synthetic_batch(info, cfg.train.batch_size, device))
-    phases = [p for p in recipe.phases if phases is None or p.name in phases]
+    run = build_for_bench(cfg, info)
+    batch = run.settings.batch(synthetic_batch(run.family, cfg.train.batch_size, run.device))
+    if phases is not None:
+        run.phases = [p for p in run.phases if p.name in phases]
 
     def step_fn(i: int) -> None:
-        train_step(phases, i, models, parallel, precision, ctx, batch)
+        run.step = i
+        advance(run, batch)
 
-    return step_fn, recipe, models, speed
+    return step_fn, run

@@ -114,7 +114,8 @@ def imagefolder_batches(images: Path, size: int, batch: int, workers: int):
 
 
 def stream_batches(shards: Path, batch: int, workers: int):
-    from distgan.data.stream import ResumableLoader, ShardStream
+    from distgan.data.loader import ResumableLoader
+    from distgan.data.stream import ShardStream
 
     stream = ShardStream(shards, batch_size=batch, seed=0, num_workers=workers)
     loader = ResumableLoader(stream, workers)

@@ -1,8 +1,8 @@
 """DDP scaling: 1 process vs 2 processes (1 thread each) on the same global batch.
 
-Each side runs the recipe's real training step (``train_step``) in its own process group: one
-plain process, and two processes started like users start them (``accelerate launch`` with
-launch/cpu-2proc.yaml on CPU, gloo). Scaling efficiency = t(1 process) / (2 × t(2 processes)).
+Each side runs the recipe's real training step (``engine.step.advance``) in its own process
+group: one plain process, and two processes started like users start them (``accelerate launch``
+with launch/cpu-2proc.yaml on CPU, gloo). Scaling efficiency = t(1 process) / (2 × t(2 processes)).
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def _worker() -> None:
     torch.set_num_threads(1)
     cfg = load_config(args.recipe, [*args.overrides, f"train.batch_size={args.batch}"])
     device = torch.device("cpu")
-    step_fn, recipe, *_ = build_distgan_step(cfg, dataset_info_for(cfg, args), device)
-    step_s = time_steps(step_fn, args.warmup, args.steps, device, phase_cycle(recipe))[1]
+    step_fn, run = build_distgan_step(cfg, dataset_info_for(cfg, args))
+    step_s = time_steps(step_fn, args.warmup, args.steps, device, phase_cycle(run.phases))[1]
     if int(os.environ.get("RANK", "0")) == 0:
         print("DISTGAN_BENCH " + json.dumps({"step_s": step_s}), flush=True)
     # Leave the process group cleanly: a gloo group left to the interpreter's exit can abort

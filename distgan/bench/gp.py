@@ -37,16 +37,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timings = {}
     for label, extra in (("with_gp", []), ("without_gp", ["loss.gp_weight=0", "loss.r1_gamma=0"])):
         cfg = load_config(args.recipe, [*overrides, "loss.reg_every=1", *extra])
-        if label == "with_gp" and not (cfg.loss.gp_weight or cfg.loss.r1_gamma):
+        if label == "with_gp" and not (cfg.loss["gp_weight"] or cfg.loss["r1_gamma"]):
             cfg = load_config(args.recipe, [*overrides, "loss.reg_every=1", "loss.gp_weight=10"])
         info = dataset_info_for(cfg, args)
-        step_fn = build_distgan_step(cfg, info, device, phases=["D"])[0]
+        step_fn, run = build_distgan_step(cfg, info, phases=["D"])
         timings[label] = time_steps(step_fn, args.warmup, args.steps, device)[1]
     result = {
         "recipe": cfg.name,
         "device": str(device),
         "batch": cfg.train.batch_size,
-        "precision": cfg.train.precision,
+        "precision": run.settings.precision,
         "critic_step_with_gp_s": timings["with_gp"],
         "critic_step_without_gp_s": timings["without_gp"],
         "gp_overhead_ratio": timings["with_gp"] / timings["without_gp"],

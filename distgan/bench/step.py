@@ -1,6 +1,6 @@
 """Training-step speed of a recipe: median step time, img/s, FLOPs, % of this machine's ceiling.
 
-Times distgan's real step (``engine.trainer.train_step``) on synthetic batches, counts the
+Times distgan's real step (``engine.step.advance``: phases and EMA) on synthetic batches, counts the
 model FLOPs of one step with torch's FLOP counter, and measures the dense-matmul ceiling of this
 machine for the same dtype in the same run, so utilisation is a ratio taken on the spot.
 ``--baseline`` also times the plain eager fp32 PyTorch version of the step (for DCGAN: exactly
@@ -27,8 +27,6 @@ from distgan.bench._common import (
     time_steps,
 )
 from distgan.config import load_config
-from distgan.data.stream import DatasetInfo
-from distgan.engine.runtime import resolve_precision
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,24 +68,19 @@ def count_flops(step_fn, cycle: int = 1) -> float:
     return counter.get_total_flops() / cycle
 
 
-def build_dcgan_example_step(
-    models: dict[str, nn.Module],
-    info: DatasetInfo,
-    batch_size: int,
-    device: torch.device,
-    conditional: bool,
-):
+def build_dcgan_example_step(run, batch_size: int):
     """The training step of PyTorch's official DCGAN example (examples/dcgan/main.py), eager
     fp32, on copies of the same networks: BCE, Adam(2e-4, β1 0.5), D on real, D on fake, G
     through D."""
-    netG, netD = copy.deepcopy(models["G"]).float(), copy.deepcopy(models["D"]).float()
+    device, conditional = run.device, bool(run.family.hp.conditional)
+    netG, netD = copy.deepcopy(run.networks["G"]).float(), copy.deepcopy(run.networks["D"]).float()
     netG, netD = (
         m.to(memory_format=torch.contiguous_format).requires_grad_(True) for m in (netG, netD)
     )
     criterion = nn.BCEWithLogitsLoss()  # the example's BCELoss after a Sigmoid, fused
     optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    batch = synthetic_batch(info, batch_size, device)
+    batch = synthetic_batch(run.family, batch_size, device)
     real, labels = batch["image"], batch.get("label") if conditional else None
 
     def step_fn(i: int) -> None:
@@ -122,13 +115,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             overrides.append(f"{key}={ {'on': 'true', 'off': 'false'}.get(value, value) }")
     cfg = load_config(args.recipe, overrides)
     info = dataset_info_for(cfg, args)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    step_fn, recipe, models, speed = build_distgan_step(cfg, info, device)
+    step_fn, run = build_distgan_step(cfg, info)
+    device, settings = run.device, run.settings
 
-    cycle = phase_cycle(recipe)
+    cycle = phase_cycle(run.phases)
     first, median = time_steps(step_fn, args.warmup, args.steps, device, cycle)
     flops = count_flops(step_fn, cycle)
-    precision = resolve_precision(cfg.train.precision, device)
+    precision = settings.precision
     dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     ceiling = matmul_ceiling(dtype, device)
     batch = cfg.train.batch_size
@@ -139,9 +132,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": batch,
         "resolution": info.resolution,
         "precision": precision,
-        "compile": speed.compile,
-        "channels_last": speed.channels_last,
-        "fused_optimizers": speed.fused_optimizers,
+        "compile": settings.compile,
+        "channels_last": settings.channels_last,
+        "fused_optimizers": settings.fused_optimizers,
         "first_step_s": first,
         "step_s": median,
         "img_per_s": batch / median,
@@ -152,9 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.baseline:
         if cfg.family == "dcgan":
-            base_fn = build_dcgan_example_step(
-                models, info, batch, device, conditional=bool(recipe.hp.conditional)
-            )
+            base_fn = build_dcgan_example_step(run, batch)
             result["baseline"] = "PyTorch DCGAN example step, eager fp32"
         else:
             plain = cfg.model_copy(deep=True)
@@ -163,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 False,
                 False,
             )
-            base_fn = build_distgan_step(plain, info, device)[0]
+            base_fn = build_distgan_step(plain, info)[0]
             result["baseline"] = "the same recipe step, eager fp32"
         _, base_median = time_steps(base_fn, args.warmup, args.steps, device, cycle)
         result["baseline_step_s"] = base_median

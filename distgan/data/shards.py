@@ -29,13 +29,11 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from distgan.errors import ShardError
+
 MANIFEST = "manifest.json"
 TAR_END = 1024  # two zero blocks end a tar; files are then padded to 10 KiB (tarfile.RECORDSIZE)
 FORMAT = "distgan-shards/1"
-
-
-class ShardError(RuntimeError):
-    """A missing, unreadable or inconsistent shard folder (names the file and what to do)."""
 
 
 @dataclass

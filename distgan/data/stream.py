@@ -42,8 +42,6 @@ import io
 import json
 import logging
 import random
-import signal
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,15 +50,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 try:  # deprecated since torchvision 0.29 (for TorchCodec, which needs a system FFmpeg)
     from torchvision.io import decode_image
 except ImportError:  # a torchvision without it: Pillow decodes everything
     decode_image = None
 
-from distgan.data.shards import ShardError, iter_samples, read_manifest, verify_shards
+from distgan.data.shards import iter_samples, read_manifest, verify_shards
 from distgan.data.transforms import Transforms
+from distgan.errors import ShardError
 
 log = logging.getLogger("distgan.data")
 
@@ -168,7 +167,7 @@ class ShardStream(IterableDataset):
         shard_dir: str | Path,
         *,
         batch_size: int,
-        seed: int,
+        seed: int | str,
         rank: int = 0,
         world_size: int = 1,
         num_workers: int = 0,
@@ -236,12 +235,14 @@ class ShardStream(IterableDataset):
                 sample["__shard__"] = shard["file"]
                 yield sample
 
-    def _epoch_samples(self, epoch: int, worker: int) -> Iterator[dict[str, Any]]:
+    def epoch_samples(self, epoch: int, worker: int) -> Iterator[dict[str, Any]]:
+        """The raw samples logical worker ``worker`` reads in ``epoch``, in their shuffled order."""
         rng = random.Random(f"{self.seed}/buffer/{epoch}/{self.rank}/{worker}")
         raw = self._raw_samples(self.worker_shards(epoch, worker))
         return _shuffled(raw, self.shuffle_buffer, rng)
 
-    def _decode(self, raw: dict[str, Any], epoch: int) -> dict[str, Any] | None:
+    def decode(self, raw: dict[str, Any], epoch: int) -> dict[str, Any] | None:
+        """A raw sample decoded and transformed, or None (logged) if it cannot be decoded."""
         try:
             return decode_sample(raw, self.info.channels, self.transforms, self.seed, epoch)
         except Exception as err:  # a corrupt image must not stop a long run
@@ -258,21 +259,23 @@ class ShardStream(IterableDataset):
         pending: list[dict[str, Any]] = []
         bad = 0
         while True:
-            samples = self._epoch_samples(epoch, worker)
+            samples = self.epoch_samples(epoch, worker)
             from_start = read == 0
             for _ in range(read):  # already trained on: skip without decoding
                 next(samples, None)
             good = 0
             for raw in samples:
                 read += 1
-                item = self._decode(raw, epoch)
+                item = self.decode(raw, epoch)
                 if item is None:
                     bad += 1
                     continue
                 good += 1
                 pending.append(item)
                 if len(pending) == self.batch_size:
-                    yield self._collate(pending, worker, (epoch, read), bad)
+                    batch = self.collate(pending)
+                    batch.update(_worker=worker, _position=(epoch, read), _bad=bad)
+                    yield batch
                     pending, bad = [], 0
             if good == 0 and from_start:
                 raise ShardError(
@@ -281,9 +284,8 @@ class ShardStream(IterableDataset):
                 )
             epoch, read = epoch + 1, 0
 
-    def _collate(
-        self, items: list[dict[str, Any]], worker: int, position: tuple[int, int], bad: int
-    ) -> dict[str, Any]:
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Decoded samples → one batch (the colour transform runs here, once per batch)."""
         colour = self.transforms.colour
         batch: dict[str, Any] = {
             "image": colour(torch.stack([it["image"] for it in items])),
@@ -295,9 +297,6 @@ class ShardStream(IterableDataset):
             batch["label"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
         if all("attrs" in it for it in items):
             batch["attrs"] = torch.stack([it["attrs"] for it in items])
-        batch["_worker"] = worker
-        batch["_position"] = position
-        batch["_bad"] = bad
         return batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -308,111 +307,39 @@ class ShardStream(IterableDataset):
         yield from self._worker_batches((physical + self.worker_offset) % self.num_workers)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM/SIGUSR1/Ctrl-C to the trainer, which stops them cleanly
-    after writing its checkpoint (they exit on their own if the trainer dies)."""
-    for name in ("SIGTERM", "SIGUSR1", "SIGINT"):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
-
-
-def _shut_down(iterator: Iterator[dict[str, Any]]) -> None:
-    """Ask a DataLoader iterator's workers to exit and join them (no-op without workers)."""
-    shutdown = getattr(iterator, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
-
-
-class ResumableLoader:
-    """A DataLoader over :class:`ShardStream` that knows its exact position (``state_dict``)."""
-
-    def __init__(self, stream: ShardStream, num_workers: int, pin_memory: bool = False) -> None:
-        self.stream = stream
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.consumed = [0] * stream.num_workers
-        self.positions = [(0, 0)] * stream.num_workers
-        self.next_worker = 0
-        self.bad_samples = 0
-        self._iterator: Iterator[dict[str, Any]] | None = None
-        self._finalizer: weakref.finalize | None = None
-
-    def _start(self) -> None:
-        self.stream.start_positions = list(self.positions)
-        self.stream.worker_offset = self.next_worker
-        loader = DataLoader(
-            self.stream,
-            batch_size=None,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            prefetch_factor=4 if self.num_workers else None,
-            generator=torch.Generator(),  # never touch the global RNG (exact resume)
-            worker_init_fn=_ignore_stop_signals,
-        )
-        self._iterator = iter(loader)
-        # Workers ignore SIGTERM, so multiprocessing's exit handler (terminate, then join) would
-        # wait for them forever: a loader that is never closed is closed at exit instead.
-        self._finalizer = weakref.finalize(self, _shut_down, self._iterator)
-
-    def __iter__(self) -> ResumableLoader:
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        if self._iterator is None:
-            self._start()
-        try:
-            batch = next(self._iterator)
-        except BaseException as err:  # stop the workers first: they would outlive the error
-            self.close()
-            if not isinstance(err, ShardError):
-                raise
-            # from a worker: keep the one line that names the shard
-            lines = [ln for ln in str(err).splitlines() if ln.startswith(ShardError.__name__)]
-            raise ShardError(lines[-1].split(": ", 1)[1] if lines else str(err)) from None
-        worker = int(batch.pop("_worker"))
-        self.positions[worker] = tuple(int(v) for v in batch.pop("_position"))
-        self.bad_samples += int(batch.pop("_bad"))
-        self.consumed[worker] += 1
-        self.next_worker = (worker + 1) % self.stream.num_workers
-        return batch
-
-    def close(self) -> None:
-        """Stop the worker processes now (also done on a stream error, and at exit)."""
-        if self._finalizer is not None:
-            self._finalizer()
-        self._finalizer = None
-        self._iterator = None
-
-    def _fingerprint(self) -> dict[str, Any]:
-        s = self.stream
-        return {
-            "num_workers": s.num_workers,
-            "batch_size": s.batch_size,
-            "world_size": s.world_size,
-            "seed": s.seed,
-            "mode": s.mode,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "consumed": list(self.consumed),
-            "positions": [list(p) for p in self.positions],
-            "next_worker": self.next_worker,
-            "bad_samples": self.bad_samples,
-            **self._fingerprint(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = self._fingerprint()
-        changed = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
-        if changed or "positions" not in state:
-            what = ", ".join(f"{k} {old}→{new}" for k, (old, new) in changed.items())
-            log.warning(
-                "data position not restored exactly (%s); the stream restarts from the beginning",
-                f"{what} changed since the checkpoint" if what else "an older checkpoint format",
-            )
-            return
-        self.consumed = list(state["consumed"])
-        self.positions = [tuple(p) for p in state["positions"]]
-        self.next_worker = int(state["next_worker"])
-        self.bad_samples = int(state.get("bad_samples", 0))
-        self.close()  # the next batch starts workers at the restored position
+def held_out_batches(
+    shard_dir: str | Path,
+    *,
+    n: int,
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    transforms: Transforms | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The first ``n`` samples of a shard folder in a fixed order (seeded shuffle of epoch 0, the
+    same for any number of ranks), rank ``r`` taking samples ``i ≡ r (mod world_size)``: every
+    sample once over all ranks, the same ones at every call (evaluation, previews). Reads in
+    the calling process, with its own random streams: the training stream is not touched.
+    A sample that cannot be decoded is skipped (logged)."""
+    stream = ShardStream(
+        shard_dir,
+        batch_size=batch_size,
+        seed=seed,
+        shuffle_buffer=min(n, 1000),
+        transforms=transforms,
+    )
+    pending: list[dict[str, Any]] = []
+    for index, raw in enumerate(stream.epoch_samples(0, 0)):
+        if index >= n:
+            break
+        if index % world_size != rank:
+            continue
+        item = stream.decode(raw, 0)
+        if item is not None:
+            pending.append(item)
+        if len(pending) == batch_size:
+            yield stream.collate(pending)
+            pending = []
+    if pending:
+        yield stream.collate(pending)

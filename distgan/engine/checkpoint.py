@@ -1,31 +1,43 @@
 """Checkpoints: one file per step, written atomically, the last ``k`` kept, loaded safely.
 
-A checkpoint holds everything an exact resume needs: every network (and the EMA copy), every
-optimizer and grad scaler, the step and images seen, each rank's RNG states (python, numpy,
-torch, the noise generator) and data position, the resolved config and the W&B run id. It is
-written by rank 0 to ``<name>.tmp``, fsynced and renamed, so a crash never leaves a half file
-under a checkpoint's name. Loading uses ``torch.load(weights_only=True)``: no pickled code runs.
+A checkpoint holds everything an exact resume needs, in one versioned schema (``SCHEMA``):
+
+* ``networks``: every network and EMA copy (``<name>_ema``);
+* ``optimizers``: the parallel strategy's optimizer and grad-scaler states (``sharded``: one per
+  rank under DeepSpeed);
+* per rank: ``rng`` (python, numpy, torch, the noise generator), ``data`` (each stream's exact
+  position) and ``family`` (the family's own state, e.g. image pools);
+* ``step``, ``images_seen``, the resolved ``config``, ``data_info`` (each stream's shape, so
+  ``distgan sample`` needs no shards) and the W&B run id.
+
+It is written by rank 0 to ``<name>.tmp``, fsynced and renamed, so a crash never leaves a half
+file under a checkpoint's name. Loading uses ``torch.load(weights_only=True)``: no pickled code
+runs. Files of schema 1 (distgan before the family contract v2) are migrated when loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from distgan.engine.runtime import check_ranks_in_sync, gather
+from distgan.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from distgan.engine.build import Run
+
 log = logging.getLogger("distgan")
 
 PATTERN = re.compile(r"^step-(\d{8})\.pt$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be used (names the file and what to do)."""
+SCHEMA = 2
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -96,21 +108,136 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint safely; any problem becomes one :class:`CheckpointError` line."""
+    """Load a checkpoint safely (migrated to the current schema); any problem becomes one
+    :class:`CheckpointError` line."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, wrong format, unsafe pickle …
-        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        if "Weights only load failed" in text:
+            raise CheckpointError(
+                f"'{path}' was refused: it is not a plain-tensor checkpoint (it holds pickled "
+                "code or objects, which distgan never loads)"
+            ) from None
+        reason = text.splitlines()[0][:160] if text else type(err).__name__
         raise CheckpointError(
             f"checkpoint '{path}' is corrupt or truncated ({reason}); delete it to resume from "
             "an earlier one"
         ) from None
-    if not isinstance(state, dict) or "models" not in state or "step" not in state:
-        raise CheckpointError(f"'{path}' is not a distgan checkpoint (no 'models'/'step')")
+    if isinstance(state, dict) and "schema" not in state and "models" in state:
+        state = _migrate_schema_1(state)
+    if not isinstance(state, dict) or "networks" not in state or "step" not in state:
+        raise CheckpointError(f"'{path}' is not a distgan checkpoint (no 'networks'/'step')")
+    if state["schema"] > SCHEMA:
+        raise CheckpointError(
+            f"'{path}' has checkpoint schema {state['schema']}, newer than this distgan's "
+            f"{SCHEMA}; upgrade distgan to read it"
+        )
     return state
+
+
+def _migrate_schema_1(state: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 (one G, one D) → 2. Its grad scalers were keyed by the network an optimizer
+    trains; schema 2 keys them by phase, and the two-player families name each phase after the
+    network it trains, so the keys carry over. ``train.lr_g``/… in its config are shorthands."""
+    ranks = len(state["rng"])
+    return {
+        "schema": SCHEMA,
+        "step": state["step"],
+        "images_seen": state["images_seen"],
+        "networks": state["models"],
+        "optimizers": state["parallel"],
+        "sharded": state["parallel_sharded"],
+        "rng": state["rng"],
+        "data": [{"": position} for position in state["data"]],
+        "family": [{} for _ in range(ranks)],
+        "config": state["config"],
+        "data_info": {"": state["data_info"]},
+        "wandb_id": state.get("wandb_id"),
+    }
+
+
+# ----------------------------------------------------------------------------- the run's state
+
+
+def collect(run: Run) -> dict[str, Any] | None:
+    """The checkpoint of ``run`` (on rank 0; None elsewhere). Every rank must call it: it
+    gathers each rank's random, data and family states and checks the ranks are in sync."""
+    check_ranks_in_sync(all_networks(run), run.step)
+    rng = gather(capture_rng(run.noise))
+    data = gather(run.data.state_dict() if run.data else {})
+    family = gather(run.family.state_dict())
+    optimizers = run.strategy.state_dict()
+    if run.strategy.sharded:
+        optimizers = gather(optimizers)
+    if not run.is_main:
+        return None
+    networks = {name: m.state_dict() for name, m in all_networks(run).items()}
+    return {
+        "schema": SCHEMA,
+        "step": run.step,
+        "images_seen": run.images_seen,
+        "networks": networks,
+        "optimizers": optimizers,
+        "sharded": run.strategy.sharded,
+        "rng": rng,
+        "data": data,
+        "family": family,
+        "config": run.cfg.model_dump(mode="json"),
+        "data_info": {name: dataclasses.asdict(i) for name, i in run.family.stream_info.items()},
+        "wandb_id": run.wandb_id,
+    }
+
+
+def all_networks(run: Run) -> dict[str, torch.nn.Module]:
+    """The networks and their EMA copies, by their names in checkpoints."""
+    return {**run.networks, **{f"{name}_ema": m for name, m in run.ema.items()}}
+
+
+def restore(run: Run, state: dict[str, Any], source: Path) -> None:
+    """Put ``run`` back where the checkpoint ``state`` (from ``source``) left it."""
+    try:
+        for name, module in all_networks(run).items():
+            module.load_state_dict(state["networks"][name])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(
+            f"checkpoint '{source}' does not fit recipe '{run.cfg.name}' "
+            f"({str(err).splitlines()[0][:120]}); use another run.dir or resume=never"
+        ) from None
+    sharded = state["sharded"]
+    if sharded != run.strategy.sharded or (sharded and len(state["optimizers"]) != run.world):
+        raise CheckpointError(
+            f"checkpoint '{source}' was written by another parallel setup (DDP vs DeepSpeed, "
+            "or another number of DeepSpeed ranks); resume it with the launch that wrote it"
+        )
+    run.strategy.load_state_dict(state["optimizers"][run.rank] if sharded else state["optimizers"])
+    if len(state["rng"]) == run.world:
+        restore_rng(state["rng"][run.rank], run.noise)
+        if run.data is not None:
+            run.data.load_state_dict(state["data"][run.rank])
+        run.family.load_state_dict(state["family"][run.rank])
+    else:
+        log.warning(
+            "checkpoint was written by %d processes, this run has %d: weights and optimizers "
+            "resume exactly; random streams, data order and the family's own state start afresh",
+            len(state["rng"]),
+            run.world,
+        )
+    run.step, run.images_seen = state["step"], state["images_seen"]
+    run.wandb_id = state.get("wandb_id")
+
+
+def save(run: Run) -> None:
+    """Write ``run``'s checkpoint (rank 0) and keep the last ``run.keep_last``; all ranks call."""
+    checkpoint = collect(run)
+    if checkpoint is not None:
+        run_dir = run.cfg.run_dir
+        save_atomic(checkpoint, checkpoint_path(run_dir, run.step))
+        prune(run_dir, run.cfg.run.keep_last)
+    run.accelerator.wait_for_everyone()
 
 
 def latest_valid(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:

@@ -1,9 +1,10 @@
 """How trained networks are synchronised across processes: DDP or DeepSpeed ZeRO 1/2.
 
 Both strategies give the trainer the same small interface: ``module(name)`` for the forward pass
-of the network a phase trains, ``zero_grad/backward/step(name)``, and optimizer state for
+of a network a phase trains, ``zero_grad/backward/step(phase)`` for the networks the phase trains
+(one backward of the phase's loss, then one optimizer step per network), and optimizer state for
 checkpoints. Networks a phase does not train are always called as plain, frozen modules (see
-recipes/base.py), which is also what DeepSpeed's two-engine setup requires.
+families/base.py), which is also what DeepSpeed's one-engine-per-network setup requires.
 
 DeepSpeed is chosen by the launch config (``launch/deepspeed-zero2.yaml`` sets
 ``ACCELERATE_USE_DEEPSPEED`` and the JSON file): distgan builds one engine per trained network
@@ -22,8 +23,9 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from distgan.config import ConfigError
 from distgan.engine.runtime import Precision
+from distgan.errors import ConfigError
+from distgan.families.base import Phase
 
 
 def deepspeed_config_from_launch() -> str | None:
@@ -40,7 +42,7 @@ def deepspeed_config_from_launch() -> str | None:
     return path
 
 
-class DataParallel:
+class DDPStrategy:
     """DDP through accelerate: a wrapper per trained network (never static_graph)."""
 
     sharded = False  # optimizer states are identical on every rank: rank 0's are saved
@@ -59,15 +61,16 @@ class DataParallel:
     def module(self, name: str) -> nn.Module:
         return self.wrapped[name]
 
-    def zero_grad(self, name: str) -> None:
-        self.optimizers[name].zero_grad(set_to_none=True)
+    def zero_grad(self, phase: Phase) -> None:
+        for name in phase.trains:
+            self.optimizers[name].zero_grad(set_to_none=True)
 
-    def backward(self, name: str, loss: torch.Tensor) -> None:
-        self.precision.backward(loss, name)
+    def backward(self, phase: Phase, loss: torch.Tensor) -> None:
+        self.precision.backward(loss, phase.name)
 
-    def step(self, name: str) -> bool:
+    def step(self, phase: Phase) -> bool:
         """False when the fp16 grad scaler skipped the step."""
-        return self.precision.step(self.optimizers[name], name)
+        return self.precision.step([self.optimizers[n] for n in phase.trains], phase.name)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -78,11 +81,12 @@ class DataParallel:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
-            self.precision.scalers[name].load_state_dict(state["scalers"][name])
+        for name, scaler in self.precision.scalers.items():
+            scaler.load_state_dict(state["scalers"][name])
 
 
-class DeepSpeedParallel:
-    """One DeepSpeed engine per trained network (ZeRO stage 1 or 2), the recipe's optimizers.
+class DeepSpeedStrategy:
+    """One DeepSpeed engine per trained network (ZeRO stage 1 or 2), the family's optimizers.
 
     The forward pass goes through ``engine.module``: gradients reach DeepSpeed through its
     parameter hooks, and a gradient penalty's double backward fails through the engine itself.
@@ -96,9 +100,18 @@ class DeepSpeedParallel:
         precision: Precision,
         models: dict[str, nn.Module],
         optimizers: dict[str, torch.optim.Optimizer],
+        phases: list[Phase],
         batch_size: int,
         world_size: int,
     ) -> None:
+        for phase in phases:
+            if len(phase.trains) > 1:
+                raise ConfigError(
+                    f"phase '{phase.name}' trains {' and '.join(phase.trains)} with one loss: "
+                    "DeepSpeed keeps one engine per network and cannot back-propagate one loss "
+                    "into several engines; launch this family with DDP (e.g. "
+                    "launch/1node-gpus.yaml)"
+                )
         if precision.mode != "no":
             raise ConfigError(
                 "train.precision must be 'no' with the DeepSpeed launch for now (distgan's "
@@ -134,14 +147,14 @@ class DeepSpeedParallel:
     def module(self, name: str) -> nn.Module:
         return self.engines[name].module
 
-    def zero_grad(self, name: str) -> None:
-        self.engines[name].zero_grad()
+    def zero_grad(self, phase: Phase) -> None:
+        self.engines[phase.trains[0]].zero_grad()
 
-    def backward(self, name: str, loss: torch.Tensor) -> None:
-        self.engines[name].backward(loss)
+    def backward(self, phase: Phase, loss: torch.Tensor) -> None:
+        self.engines[phase.trains[0]].backward(loss)
 
-    def step(self, name: str) -> bool:
-        self.engines[name].step()
+    def step(self, phase: Phase) -> bool:
+        self.engines[phase.trains[0]].step()
         return True
 
     def state_dict(self) -> dict[str, Any]:

@@ -133,6 +133,20 @@ class RunLogger:
         else:
             log.info("step %d  %s", step, text)
 
+    def record(self, step: int, values: dict[str, float]) -> None:
+        """Figures outside the scalar interval (evaluation): metrics.jsonl, W&B, console."""
+        if not self.active or not values:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log(values, step=step)
+        text = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+        if self._progress is not None:
+            self._progress.console.print(f"step {step}  {text}")
+        else:
+            log.info("step %d  %s", step, text)
+
     def advance(self, step: int) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=step)
@@ -163,18 +177,18 @@ class RunLogger:
 
 
 def _format_stats(values: dict[str, float], rate: float) -> str:
-    short = {
-        "loss/D": "D",
-        "loss/G": "G",
-        "D/acc_real": "D(x)✓",
-        "D/acc_fake": "D(G(z))✓",
-    }
-    parts = [f"{short.get(k, k)} {v:.3f}" for k, v in values.items() if k in short]
+    """Every ``loss/*`` value a family logs (named without the prefix), D's accuracies."""
+    accuracy = {"D/acc_real": "D(x)✓", "D/acc_fake": "D(G(z))✓"}
+    parts = [
+        f"{k.removeprefix('loss/')} {v:.3f}" for k, v in values.items() if k.startswith("loss/")
+    ]
+    parts += [f"{accuracy[k]} {v:.3f}" for k, v in values.items() if k in accuracy]
     return "  ".join([*parts, f"{rate:.0f} img/s"])
 
 
 def plot_losses(metrics_file: Path, out: Path) -> None:
-    """Loss curves from ``metrics.jsonl`` (a resumed run's repeated steps: the last one wins)."""
+    """Loss curves from ``metrics.jsonl`` (records of one step merged; a resumed run's repeated
+    steps: the last value wins)."""
     if not metrics_file.is_file():
         return
     import matplotlib
@@ -186,7 +200,7 @@ def plot_losses(metrics_file: Path, out: Path) -> None:
     for line in metrics_file.read_text().splitlines():
         if line.strip():
             record = json.loads(line)
-            by_step[record["step"]] = record
+            by_step.setdefault(record["step"], {}).update(record)  # scalars + evaluation
     steps = sorted(by_step)
     keys = sorted({k for r in by_step.values() for k in r if k.startswith("loss/")})
     fig, ax = plt.subplots(figsize=(7, 4))

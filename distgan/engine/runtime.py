@@ -5,31 +5,30 @@
   world size actually seen is checked against the one the launcher asked for, because
   ``accelerate launch --cpu --num_processes 2`` silently starts ONE process, and
   ``torchrun``/``--multi_gpu`` without CPU mode starts N processes that each think they are alone.
-* Precision: fp32, bf16 autocast (CPU and CUDA), fp16 autocast + one GradScaler per optimizer
-  (CUDA only).
+* Precision: fp32, bf16 autocast (CPU and CUDA), fp16 autocast + one GradScaler per phase
+  (CUDA only). ``train.precision`` and the speed switches are resolved once per run
+  (:func:`resolve_settings`), and everything else reads the result.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
-from distgan.config import Config, ConfigError
+from distgan.config import Config
+from distgan.errors import ConfigError, LaunchError
 
 log = logging.getLogger("distgan")
-
-
-class LaunchError(RuntimeError):
-    """The processes started are not the ones that were asked for."""
 
 
 def requested_world_size(cfg: Config) -> int | None:
@@ -95,6 +94,41 @@ def describe(accelerator: Accelerator) -> str:
     )
 
 
+def gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` on every rank (for per-rank RNG states and data positions)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj, weights_only=True)
+    return out
+
+
+def params_digest(models: dict[str, torch.nn.Module]) -> str:
+    """A short hash of every parameter: equal on all ranks iff DDP kept them in sync."""
+    digest = hashlib.sha256()
+    for name in sorted(models):
+        for tensor in models[name].parameters():
+            flat = tensor.detach().cpu().reshape(-1)  # logical order, whatever the memory format
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_ranks_in_sync(models: dict[str, torch.nn.Module], step: int) -> None:
+    digests = gather(params_digest(models))
+    if len(set(digests)) > 1:
+        raise RuntimeError(
+            f"ranks diverged at step {step}: parameter digests {digests}; this is a bug, "
+            "please report it with your launch command"
+        )
+    if len(digests) > 1:
+        log.info(
+            "step %d: parameters identical on all %d ranks (digest %s)",
+            step,
+            len(digests),
+            digests[0],
+        )
+
+
 def cpu_has_fast_bf16() -> bool:
     """bf16 matmuls in hardware (AVX512-BF16 or AMX); elsewhere bf16 on CPU is emulated, slow."""
     try:
@@ -115,7 +149,8 @@ def resolve_precision(mode: str, device: torch.device) -> str:
 
 
 class Precision:
-    """Autocast + gradient scaling for one training run."""
+    """Autocast + gradient scaling for one training run: one GradScaler per phase, since a phase
+    back-propagates one (scaled) loss into every network it trains."""
 
     DTYPES: ClassVar[dict[str, torch.dtype | None]] = {
         "no": None,
@@ -123,8 +158,8 @@ class Precision:
         "fp16": torch.float16,
     }
 
-    def __init__(self, mode: str, device: torch.device, optimizer_names: list[str]) -> None:
-        mode = resolve_precision(mode, device)
+    def __init__(self, mode: str, device: torch.device, phase_names: list[str]) -> None:
+        """``mode``: a resolved precision (no, bf16, fp16; see :func:`resolve_settings`)."""
         if mode == "fp16" and device.type != "cuda":
             raise ConfigError(
                 "train.precision=fp16 needs a CUDA GPU (GradScaler); use train.precision=bf16 "
@@ -137,7 +172,7 @@ class Precision:
         self.dtype = self.DTYPES[mode]
         use_scaler = mode == "fp16"
         self.scalers = {
-            name: torch.amp.GradScaler(device.type, enabled=use_scaler) for name in optimizer_names
+            name: torch.amp.GradScaler(device.type, enabled=use_scaler) for name in phase_names
         }
         self.skipped_steps = 0  # optimizer steps skipped by the fp16 scalers since start-up
 
@@ -149,21 +184,21 @@ class Precision:
             with torch.autocast(self.device.type, dtype=self.dtype):
                 yield
 
-    def backward(self, loss: torch.Tensor, name: str) -> None:
-        self.scalers[name].scale(loss).backward()
+    def backward(self, loss: torch.Tensor, phase: str) -> None:
+        self.scalers[phase].scale(loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, name: str) -> bool:
-        """Optimizer step; False if the scaler skipped it (inf/NaN gradients under fp16).
-
-        The scaler lowers its scale exactly when it skipped the step; skips are counted in
-        ``skipped_steps`` (logged as ``amp/skipped_steps``).
-        """
-        scaler = self.scalers[name]
+    def step(self, optimizers: list[torch.optim.Optimizer], phase: str) -> bool:
+        """One step of each optimizer; False if the scaler skipped them (inf/NaN gradients under
+        fp16). The scaler lowers its scale exactly when it found inf/NaN; skips are counted in
+        ``skipped_steps`` (logged as ``amp/skipped_steps``)."""
+        scaler = self.scalers[phase]
         if not scaler.is_enabled():
-            optimizer.step()
+            for optimizer in optimizers:
+                optimizer.step()
             return True
         before = scaler.get_scale()
-        scaler.step(optimizer)
+        for optimizer in optimizers:
+            scaler.step(optimizer)
         scaler.update()
         applied = scaler.get_scale() >= before
         self.skipped_steps += not applied
@@ -171,17 +206,19 @@ class Precision:
 
 
 @dataclass(frozen=True)
-class SpeedSettings:
-    """The speed switches of a run, resolved for its device (``auto`` → measured defaults)."""
+class Settings:
+    """The precision and speed switches of a run, resolved for its device (``auto`` → the
+    measured defaults). Resolved once; everything else reads them from here."""
 
+    precision: str  # no | bf16 | fp16
     compile: bool
     channels_last: bool
     fused_optimizers: bool
 
-    def apply(self, models: dict[str, torch.nn.Module]) -> None:
+    def apply(self, modules: list[torch.nn.Module]) -> None:
         """channels_last for every network. (Compilation is per pass: ``StepContext.compiled``.)"""
         if self.channels_last:
-            for module in models.values():
+            for module in modules:
                 module.to(memory_format=torch.channels_last)
 
     @property
@@ -189,27 +226,34 @@ class SpeedSettings:
         return "inductor" if self.compile else None
 
     def batch(self, batch: dict) -> dict:
-        if self.channels_last:
-            return {
-                k: v.contiguous(memory_format=torch.channels_last)
-                if isinstance(v, torch.Tensor) and v.dim() == 4
-                else v
-                for k, v in batch.items()
-            }
-        return batch
+        """The batch in the networks' memory format (nested batches of named streams too)."""
+        if not self.channels_last:
+            return batch
+        out = {}
+        for key, value in batch.items():
+            if isinstance(value, dict):
+                value = self.batch(value)
+            elif isinstance(value, torch.Tensor) and value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+            out[key] = value
+        return out
 
 
-def speed_settings(cfg: Config, device: torch.device) -> SpeedSettings:
+def resolve_settings(cfg: Config, device: torch.device, deepspeed: bool = False) -> Settings:
     """Measured on a 2-core Zen 4 CPU (``distgan bench step``, README): channels_last pays off with
-    bf16 (≈1.3×) but not in fp32; fused Adam and torch.compile gave nothing on that CPU."""
+    bf16 (≈1.3×) but not in fp32; fused Adam and torch.compile gave nothing on that CPU.
+    DeepSpeed runs in fp32 for now (engine/parallel.py): ``auto`` means fp32 there."""
     cuda = device.type == "cuda"
     t = cfg.train
-    precision = resolve_precision(t.precision, device)
+    precision = (
+        "no" if deepspeed and t.precision == "auto" else resolve_precision(t.precision, device)
+    )
 
     def resolve(value: bool | str, auto: bool) -> bool:
         return auto if value == "auto" else bool(value)
 
-    return SpeedSettings(
+    return Settings(
+        precision=precision,
         compile=resolve(t.compile, cuda),
         channels_last=resolve(t.channels_last, cuda or precision == "bf16"),
         fused_optimizers=resolve(t.fused_optimizers, cuda),

@@ -2,19 +2,19 @@
 (distgan/models/resnet.py) with spectral norm, the hinge loss, optional self-attention at chosen
 feature resolutions (``model.attention``: SAGAN), and for class-conditional training conditional
 BatchNorm in G and a projection discriminator. SAGAN's recipe adds spectral norm on G and TTUR
-(``train.lr_d`` 4e-4, ``train.lr_g`` 1e-4, betas (0, 0.9))."""
+(``optim.D.lr`` 4e-4, ``optim.G.lr`` 1e-4, betas (0, 0.9))."""
 
 from __future__ import annotations
 
 from pydantic import Field
 from torch import nn
 
+from distgan.families._adversarial import AdversarialFamily, GANConfig
 from distgan.models.resnet import ResNetDiscriminator, ResNetGenerator
-from distgan.recipes._adversarial import AdversarialRecipe, GANConfig
 
 
 class SNGANConfig(GANConfig):
-    z_dim: int = 128
+    z_dim: int = Field(128, ge=1)
     g_channels: list[int] = Field(
         [256, 256, 256, 256], description="4×4×[0], then one up-block (×2) per entry"
     )
@@ -29,10 +29,10 @@ class SNGANConfig(GANConfig):
     conditional: bool = False
 
 
-class SNGAN(AdversarialRecipe):
+class SNGAN(AdversarialFamily):
     ModelConfig = SNGANConfig
 
-    def networks(self) -> dict[str, nn.Module]:
+    def networks_for_data(self) -> dict[str, nn.Module]:
         res, ch, classes, hp = self.data.resolution, self.data.channels, self.num_classes(), self.hp
         return {
             "G": ResNetGenerator(
@@ -55,4 +55,4 @@ class SNGAN(AdversarialRecipe):
         }
 
 
-RECIPE = SNGAN
+FAMILY = SNGAN

@@ -9,40 +9,85 @@ Each engine step consumes one batch and runs:
 
 So ``loss.n_critic = 5`` gives five critic updates, each on a fresh real batch, per G update
 (Gulrajani et al.'s Algorithm 1), and ``train.steps`` counts D steps. A family only builds its
-networks (``build_models``) and its ``model:`` schema (a :class:`GANConfig`).
+networks (``networks()``) and its ``model:`` schema (a :class:`GANConfig`).
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from distgan import losses, penalties
-from distgan.config import ConfigError
-from distgan.recipes.base import Batch, Logs, ModelSection, Nets, Phase, Recipe, StepContext
+from distgan.errors import ConfigError
+from distgan.families.base import Batch, Family, Logs, Nets, Phase, Section, StepContext
+from distgan.schedules import linear_decay
 
 
-class GANConfig(ModelSection):
-    z_dim: int = 100
+class GANConfig(Section):
+    z_dim: int = Field(100, ge=1)
 
 
-class AdversarialRecipe(Recipe):
+class AdversarialLossConfig(Section):
+    """The two-player loss section: adversarial loss, regularizers, schedule and "GAN hacks"
+    (see distgan/losses.py and distgan/penalties.py)."""
+
+    adversarial: Literal["minimax", "nonsaturating", "hinge", "wasserstein", "lsgan"] = Field(
+        "nonsaturating", description="adversarial loss of D and G"
+    )
+    real_label: float = Field(
+        1.0, gt=0, le=1, description="D's target for real images: one-sided smoothing, e.g. 0.9"
+    )
+    label_noise: float = Field(
+        0.0, ge=0, lt=0.5, description="D's targets drawn from [real_label − a, real_label], [0, a]"
+    )
+    label_flip: float = Field(
+        0.0, ge=0, lt=0.5, description="fraction of samples whose real/fake targets D sees swapped"
+    )
+    instance_noise: float = Field(
+        0.0, ge=0, description="std of Gaussian noise on D's inputs, annealed linearly to 0"
+    )
+    gp_weight: float = Field(0.0, ge=0, description="WGAN-GP λ: λ·E[(‖∇D(x̂)‖ − 1)²]")
+    r1_gamma: float = Field(0.0, ge=0, description="R1 γ: γ/2·E[‖∇D(x)‖²] on real images")
+    reg_every: int = Field(
+        1, ge=1, description="lazy regularization: the penalty on every k-th step, with gain k"
+    )
+    n_critic: int = Field(1, ge=1, description="D steps per G step (one D step per train step)")
+
+    @model_validator(mode="after")
+    def _targets_need_a_target_loss(self) -> AdversarialLossConfig:
+        hacks = self.real_label != 1.0 or self.label_noise or self.label_flip
+        if hacks and self.adversarial in ("hinge", "wasserstein"):
+            raise ValueError(
+                f"loss.real_label/label_noise/label_flip need a loss with targets (minimax, "
+                f"nonsaturating, lsgan), not loss.adversarial={self.adversarial}"
+            )
+        return self
+
+
+class AdversarialFamily(Family):
+    networks = ("G", "D")
+    ema = ("G",)
+    inference = ("G",)
     ModelConfig = GANConfig
+    LossConfig = AdversarialLossConfig
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.adversarial = losses.ADVERSARIAL[self.cfg.loss.adversarial]
+        self.adversarial = losses.ADVERSARIAL[self.loss_cfg.adversarial]
 
-    def build_models(self) -> dict[str, nn.Module]:
+    def build_networks(self) -> dict[str, nn.Module]:
         try:
-            return self.networks()
+            return self.networks_for_data()
         except ValueError as err:  # e.g. channel lists that do not fit the data's resolution
             raise ConfigError(
                 f"{err} (recipe {self.cfg.name}, data {self.data.resolution} px)"
             ) from None
 
-    def networks(self) -> dict[str, nn.Module]:
-        """Named networks ``{"G": …, "D": …}`` for this family."""
+    def networks_for_data(self) -> dict[str, nn.Module]:
+        """``{"G": …, "D": …}`` for this family and ``self.data``."""
         raise NotImplementedError
 
     # --------------------------------------------------------------------- helpers
@@ -69,24 +114,21 @@ class AdversarialRecipe(Recipe):
         return ctx.compiled(G)(z, self.label(batch))
 
     def instance_noise(self, images: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        """Gaussian noise on D's inputs (Sønderby et al., 2017), annealed linearly to 0."""
-        std = self.cfg.loss.instance_noise * max(0.0, 1.0 - ctx.step / self.cfg.train.steps)
-        if std == 0:
-            return images
-        noise = torch.randn(images.shape, device=images.device, generator=ctx.generator)
-        return images + std * noise.to(images.dtype)
+        """``loss.instance_noise``, annealed linearly to 0 over the run."""
+        std = self.loss_cfg.instance_noise * linear_decay(ctx.step, self.cfg.train.steps)
+        return losses.instance_noise(images, std, ctx.generator)
 
     # --------------------------------------------------------------------- the schedule
 
     @property
     def phases(self) -> list[Phase]:
         return [
-            Phase("D", trains="D", loss=self.d_loss),
-            Phase("G", trains="G", loss=self.g_loss, every=self.cfg.loss.n_critic),
+            Phase("D", trains=("D",), loss=self.d_loss),
+            Phase("G", trains=("G",), loss=self.g_loss, every=self.loss_cfg.n_critic),
         ]
 
     def d_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
-        cfg, label = self.cfg.loss, self.label(batch)
+        cfg, label = self.loss_cfg, self.label(batch)
         with torch.no_grad():
             fake = self.fake(nets.G, batch, ctx)
         real = self.instance_noise(batch["image"], ctx)
@@ -131,11 +173,32 @@ class AdversarialRecipe(Recipe):
         loss = self.adversarial.g(ctx.compiled(nets.D)(fake, self.label(batch)))
         return loss, {"loss/G": loss.detach()}
 
-    def generate(
-        self, G: nn.Module, n: int, generator: torch.Generator, labels: torch.Tensor | None = None
+    # --------------------------------------------------------------------- outputs
+
+    def sample(
+        self, nets: Nets, n: int, generator: torch.Generator, batch: Batch | None = None
     ) -> torch.Tensor:
-        device = next(G.parameters()).device
+        """``n`` images from fresh noise; conditional models use ``batch["label"]`` if given,
+        else random labels."""
+        device = generator.device
         z = torch.randn(n, self.hp.z_dim, device=device, generator=generator)
-        if self.conditional and labels is None:
-            labels = torch.randint(self.data.num_classes, (n,), device=device, generator=generator)
-        return G(z, labels if self.conditional else None)
+        labels = None
+        if self.conditional:
+            labels = (batch or {}).get("label")
+            if labels is None:
+                labels = torch.randint(
+                    self.data.num_classes, (n,), device=device, generator=generator
+                )
+            labels = labels[:n].to(device)
+        return nets.G(z, labels)
+
+    def preview(
+        self, nets: Nets, batch: Batch | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, int]:
+        """Fixed noise; one row per class for conditional models."""
+        per_row = self.cfg.log.samples_per_class
+        classes = self.num_classes()
+        if classes:
+            labels = torch.arange(classes, device=generator.device).repeat_interleave(per_row)
+            return self.sample(nets, len(labels), generator, {"label": labels}), per_row
+        return self.sample(nets, per_row * per_row, generator), per_row

@@ -1,6 +1,6 @@
 """DCGAN (Radford et al., 2016) and its class-conditional variant (cDCGAN).
 
-The two-player schedule and losses are the shared ones (recipes/_adversarial.py); the defaults
+The two-player schedule and losses are the shared ones (families/_adversarial.py); the defaults
 are the classic setup: the non-saturating loss, one D and one G step per batch, with
 ``loss.real_label`` for one-sided label smoothing. The "GAN hacks" are switches:
 ``loss.label_flip``, ``loss.label_noise``, ``loss.instance_noise``, ``model.d_dropout``,
@@ -14,12 +14,12 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
+from distgan.families._adversarial import AdversarialFamily, GANConfig
 from distgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
-from distgan.recipes._adversarial import AdversarialRecipe, GANConfig
 
 
 class DCGANConfig(GANConfig):
-    z_dim: int = 100
+    z_dim: int = Field(100, ge=1)
     g_width: int = Field(64, ge=1, description="channels of G's last hidden layer (×2 per layer)")
     d_width: int = Field(64, ge=1, description="channels of D's first layer (×2 per layer)")
     conditional: bool = False
@@ -29,10 +29,10 @@ class DCGANConfig(GANConfig):
     output: Literal["tanh", "linear"] = "tanh"
 
 
-class DCGAN(AdversarialRecipe):
+class DCGAN(AdversarialFamily):
     ModelConfig = DCGANConfig
 
-    def networks(self) -> dict[str, nn.Module]:
+    def networks_for_data(self) -> dict[str, nn.Module]:
         res, ch, classes, hp = self.data.resolution, self.data.channels, self.num_classes(), self.hp
         return {
             "G": DCGANGenerator(
@@ -56,4 +56,4 @@ class DCGAN(AdversarialRecipe):
         }
 
 
-RECIPE = DCGAN
+FAMILY = DCGAN

@@ -1,5 +1,5 @@
-"""The seed's dense baseline GAN: a mostly fully-connected G and an MLP discriminator
-(distgan/models/seed.py), trained with the shared two-player schedule (non-saturating loss by
+"""The source material's dense baseline GAN: a mostly fully-connected G and an MLP discriminator
+(distgan/models/mlp.py), trained with the shared two-player schedule (non-saturating loss by
 default) — the "before" picture that DCGAN and WGAN-GP improve on."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from distgan.models.seed import MLPDiscriminator, MLPGenerator
-from distgan.recipes._adversarial import AdversarialRecipe, GANConfig
+from distgan.families._adversarial import AdversarialFamily, GANConfig
+from distgan.models.mlp import MLPDiscriminator, MLPGenerator
 
 
 class MLPGANConfig(GANConfig):
-    z_dim: int = 100
+    z_dim: int = Field(100, ge=1)
     base_channels: int = Field(16, ge=1, description="G's dense layer: (res/4)²·this units")
     conv_channels: int = Field(128, ge=1, description="channels of G's hidden conv")
     d_hidden: list[int] = Field([512, 256], description="D's dense layers")
@@ -23,10 +23,10 @@ class MLPGANConfig(GANConfig):
     output: Literal["tanh", "linear"] = "tanh"
 
 
-class MLPGAN(AdversarialRecipe):
+class MLPGAN(AdversarialFamily):
     ModelConfig = MLPGANConfig
 
-    def networks(self) -> dict[str, nn.Module]:
+    def networks_for_data(self) -> dict[str, nn.Module]:
         res, ch, hp = self.data.resolution, self.data.channels, self.hp
         return {
             "G": MLPGenerator(
@@ -48,4 +48,4 @@ class MLPGAN(AdversarialRecipe):
         }
 
 
-RECIPE = MLPGAN
+FAMILY = MLPGAN

@@ -1,4 +1,4 @@
-"""WGAN-GP (Gulrajani et al., 2017) with the seed's networks (distgan/models/seed.py).
+"""WGAN-GP (Gulrajani et al., 2017) with the source material's networks (distgan/models/wgan.py).
 
 The critic maximises E[D(x)] − E[D(G(z))] under a gradient penalty λ·E[(‖∇D(x̂)‖ − 1)²]
 (``loss.adversarial: wasserstein``, ``loss.gp_weight``), with ``loss.n_critic`` critic steps per
@@ -13,12 +13,12 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from distgan.models.seed import SeedCritic, SeedGenerator
-from distgan.recipes._adversarial import AdversarialRecipe, GANConfig
+from distgan.families._adversarial import AdversarialFamily, GANConfig
+from distgan.models.wgan import WGANCritic, WGANGenerator
 
 
 class WGANGPConfig(GANConfig):
-    z_dim: int = 100
+    z_dim: int = Field(100, ge=1)
     g_channels: list[int] = Field(
         [512, 256, 128, 64], description="Dense 4·4·[0], then one stride-2 transposed conv each"
     )
@@ -31,13 +31,13 @@ class WGANGPConfig(GANConfig):
     output: Literal["linear", "tanh"] = "linear"
 
 
-class WGANGP(AdversarialRecipe):
+class WGANGP(AdversarialFamily):
     ModelConfig = WGANGPConfig
 
-    def networks(self) -> dict[str, nn.Module]:
+    def networks_for_data(self) -> dict[str, nn.Module]:
         res, ch, hp = self.data.resolution, self.data.channels, self.hp
         return {
-            "G": SeedGenerator(
+            "G": WGANGenerator(
                 z_dim=hp.z_dim,
                 resolution=res,
                 channels=ch,
@@ -47,7 +47,7 @@ class WGANGP(AdversarialRecipe):
                 batchnorm=hp.g_batchnorm,
                 output=hp.output,
             ),
-            "D": SeedCritic(
+            "D": WGANCritic(
                 resolution=res,
                 channels=ch,
                 d_channels=hp.d_channels,
@@ -59,4 +59,4 @@ class WGANGP(AdversarialRecipe):
         }
 
 
-RECIPE = WGANGP
+FAMILY = WGANGP

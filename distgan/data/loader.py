@@ -1,0 +1,197 @@
+"""Loading training batches: :class:`ResumableLoader` (a DataLoader over one
+:class:`~distgan.data.stream.ShardStream` that knows its exact position) and
+:class:`TrainingData` (the run's streams: one, or several named ones such as a CycleGAN's
+unpaired domains ``{A: DIR, B: DIR}``, each with its own workers and position).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from distgan.data.stream import DatasetInfo, ShardStream
+from distgan.data.transforms import Transforms
+from distgan.errors import ShardError
+
+log = logging.getLogger("distgan.data")
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGTERM/SIGUSR1/Ctrl-C to the trainer, which stops them cleanly
+    after writing its checkpoint (they exit on their own if the trainer dies)."""
+    for name in ("SIGTERM", "SIGUSR1", "SIGINT"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def _shut_down(iterator: Iterator[dict[str, Any]]) -> None:
+    """Ask a DataLoader iterator's workers to exit and join them (no-op without workers)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+class ResumableLoader:
+    """A DataLoader over :class:`ShardStream` that knows its exact position (``state_dict``)."""
+
+    def __init__(self, stream: ShardStream, num_workers: int, pin_memory: bool = False) -> None:
+        self.stream = stream
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.consumed = [0] * stream.num_workers
+        self.positions = [(0, 0)] * stream.num_workers
+        self.next_worker = 0
+        self.bad_samples = 0
+        self._iterator: Iterator[dict[str, Any]] | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    def _start(self) -> None:
+        self.stream.start_positions = list(self.positions)
+        self.stream.worker_offset = self.next_worker
+        loader = DataLoader(
+            self.stream,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            prefetch_factor=4 if self.num_workers else None,
+            generator=torch.Generator(),  # never touch the global RNG (exact resume)
+            worker_init_fn=_ignore_stop_signals,
+        )
+        self._iterator = iter(loader)
+        # Workers ignore SIGTERM, so multiprocessing's exit handler (terminate, then join) would
+        # wait for them forever: a loader that is never closed is closed at exit instead.
+        self._finalizer = weakref.finalize(self, _shut_down, self._iterator)
+
+    def __iter__(self) -> ResumableLoader:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._iterator is None:
+            self._start()
+        try:
+            batch = next(self._iterator)
+        except BaseException as err:  # stop the workers first: they would outlive the error
+            self.close()
+            if not isinstance(err, ShardError):
+                raise
+            # from a worker, wrapped in its traceback: keep the one line that names the shard
+            lines = [ln for ln in str(err).splitlines() if "ShardError: " in ln]
+            raise ShardError(lines[-1].split("ShardError: ", 1)[1] if lines else str(err)) from None
+        worker = int(batch.pop("_worker"))
+        self.positions[worker] = tuple(int(v) for v in batch.pop("_position"))
+        self.bad_samples += int(batch.pop("_bad"))
+        self.consumed[worker] += 1
+        self.next_worker = (worker + 1) % self.stream.num_workers
+        return batch
+
+    def close(self) -> None:
+        """Stop the worker processes now (also done on a stream error, and at exit)."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self._finalizer = None
+        self._iterator = None
+
+    def _fingerprint(self) -> dict[str, Any]:
+        s = self.stream
+        return {
+            "num_workers": s.num_workers,
+            "batch_size": s.batch_size,
+            "world_size": s.world_size,
+            "seed": s.seed,
+            "mode": s.mode,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "consumed": list(self.consumed),
+            "positions": [list(p) for p in self.positions],
+            "next_worker": self.next_worker,
+            "bad_samples": self.bad_samples,
+            **self._fingerprint(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = self._fingerprint()
+        changed = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
+        if changed or "positions" not in state:
+            what = ", ".join(f"{k} {old}→{new}" for k, (old, new) in changed.items())
+            log.warning(
+                "data position not restored exactly (%s); the stream restarts from the beginning",
+                f"{what} changed since the checkpoint" if what else "an older checkpoint format",
+            )
+            return
+        self.consumed = list(state["consumed"])
+        self.positions = [tuple(p) for p in state["positions"]]
+        self.next_worker = int(state["next_worker"])
+        self.bad_samples = int(state.get("bad_samples", 0))
+        self.close()  # the next batch starts workers at the restored position
+
+
+class TrainingData:
+    """The training streams of one rank. ``shards``: a folder (batches are the stream's dicts)
+    or ``{name: folder}`` (batches are ``{name: dict}``, one batch of each stream per step)."""
+
+    def __init__(
+        self,
+        shards: str | dict[str, str],
+        *,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        num_workers: int,
+        pin_memory: bool = False,
+        **stream_options: Any,
+    ) -> None:
+        self.named = isinstance(shards, dict)
+        folders = shards if isinstance(shards, dict) else {"": shards}
+        self.loaders: dict[str, ResumableLoader] = {}
+        for name, folder in folders.items():
+            stream = ShardStream(
+                Path(folder),
+                batch_size=batch_size,
+                seed=f"{seed}/{name}" if name else seed,  # named streams: their own orders
+                rank=rank,
+                world_size=world_size,
+                num_workers=num_workers,
+                **stream_options,
+            )
+            self.loaders[name] = ResumableLoader(stream, num_workers, pin_memory=pin_memory)
+
+    @property
+    def info(self) -> dict[str, DatasetInfo]:
+        return {name: loader.stream.info for name, loader in self.loaders.items()}
+
+    def __next__(self) -> dict[str, Any]:
+        if not self.named:
+            return next(self.loaders[""])
+        return {name: next(loader) for name, loader in self.loaders.items()}
+
+    @property
+    def bad_samples(self) -> int:
+        return sum(loader.bad_samples for loader in self.loaders.values())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: loader.state_dict() for name, loader in self.loaders.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, loader in self.loaders.items():
+            if name in state:
+                loader.load_state_dict(state[name])
+            else:
+                log.warning("no saved position for data stream '%s': it starts afresh", name)
+
+    def close(self) -> None:
+        for loader in self.loaders.values():
+            loader.close()
+
+
+def held_out_transforms(transforms: Transforms) -> Transforms:
+    """The colour conversion of ``transforms`` without the random crop and flip."""
+    return Transforms(grayscale=transforms.grayscale, lab=transforms.lab)

@@ -1,0 +1,144 @@
+"""What the loop does between steps, each at its own interval and after the last step: log the
+scalars, draw the preview grid, write a checkpoint, evaluate. Each action is a small object with
+``after_step(run, logged)``; the trainer calls them in order after every step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from distgan.data.loader import held_out_transforms
+from distgan.data.stream import held_out_batches
+from distgan.engine import checkpoint
+from distgan.engine.build import Run, evaluating, to_device, transforms_of
+from distgan.engine.reporting import RunLogger
+from distgan.errors import TrainingDiverged
+from distgan.evaluation import EvalContext, get_evaluator
+
+log = logging.getLogger("distgan")
+
+
+def due(step: int, every: int, last: int) -> bool:
+    return step % every == 0 or step == last
+
+
+class LogScalars:
+    """Every ``log.every`` steps: the means of the logged values over the interval and over the
+    ranks, the skipped-sample and skipped-step counts; stops a run whose losses are not finite."""
+
+    def __init__(self, reporter: RunLogger) -> None:
+        self.reporter = reporter
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def after_step(self, run: Run, logged: dict[str, torch.Tensor]) -> None:
+        for key, value in logged.items():
+            self.sums[key] = self.sums.get(key, 0) + value.float()
+            self.counts[key] = self.counts.get(key, 0) + 1  # phases may run every k-th step
+        if not due(run.step, run.cfg.log.every, run.cfg.train.steps):
+            self.reporter.advance(run.step)
+            return
+        names = sorted(self.sums)  # (empty only if fp16 skipped every step of the interval)
+        means = [self.sums[n] / self.counts[n] for n in names]
+        means = run.accelerator.reduce(
+            torch.stack(means or [torch.zeros((), device=run.device)]), "mean"
+        )
+        values = dict(zip(names, means.tolist(), strict=False))
+        bad = torch.tensor(float(run.data.bad_samples if run.data else 0), device=run.device)
+        values["data/bad_samples"] = run.accelerator.reduce(bad, "sum").item()  # all ranks
+        if run.precision.mode == "fp16":
+            values["amp/skipped_steps"] = float(run.precision.skipped_steps)
+        if not all(math.isfinite(v) for v in values.values()):
+            raise TrainingDiverged(
+                f"non-finite loss at step {run.step}: {values}; lower the learning rates or "
+                "resume from an earlier checkpoint"
+            )
+        self.reporter.scalars(run.step, run.images_seen, values)
+        self.sums, self.counts = {}, {}
+
+
+def held_out(run: Run, n: int, batch_size: int, rank: int, world: int) -> Iterator[dict[str, Any]]:
+    """Batches of the first ``n`` held-out samples (``eval.shards``, else ``data.shards``) that
+    ``rank`` of ``world`` takes, on the device (``{name: batch}`` for named streams)."""
+    cfg = run.cfg
+    shards = cfg.eval.shards or cfg.data.shards
+    folders = shards if isinstance(shards, dict) else {"": shards}
+    streams = {
+        name: held_out_batches(
+            folder,
+            n=n,
+            batch_size=batch_size,
+            seed=cfg.train.seed,
+            rank=rank,
+            world_size=world,
+            transforms=held_out_transforms(transforms_of(cfg)),
+        )
+        for name, folder in folders.items()
+    }
+    for batches in zip(*streams.values(), strict=False):
+        batch = dict(zip(streams, batches, strict=True))
+        yield run.settings.batch(
+            to_device(batch if isinstance(shards, dict) else batch[""], run.device)
+        )
+
+
+class Preview:
+    """Every ``log.sample_every`` steps (rank 0, no collectives): the family's preview grid from
+    fixed noise and, for families that translate data, a fixed batch of held-out samples."""
+
+    def __init__(self, run: Run, reporter: RunLogger) -> None:
+        self.reporter = reporter
+        self.batch = None
+        if run.is_main and run.family.needs_input:
+            n = run.cfg.log.samples_per_class
+            self.batch = next(held_out(run, n, n, rank=0, world=1))
+
+    def after_step(self, run: Run, logged: dict[str, torch.Tensor]) -> None:
+        if not (run.is_main and due(run.step, run.cfg.log.sample_every, run.cfg.train.steps)):
+            return
+        generator = torch.Generator(run.device).manual_seed(run.cfg.train.seed)
+        with evaluating(run.inference_nets()) as nets, run.precision.autocast():
+            images, per_row = run.family.preview(nets, self.batch, generator)
+        self.reporter.grid(run.step, images, per_row)
+
+
+class SaveCheckpoint:
+    """Every ``train.checkpoint_every`` steps and at the end (all ranks take part)."""
+
+    def after_step(self, run: Run, logged: dict[str, torch.Tensor]) -> None:
+        if due(run.step, run.cfg.train.checkpoint_every, run.cfg.train.steps):
+            checkpoint.save(run)
+
+
+class Evaluate:
+    """Every ``eval.every`` steps and at the end, on every rank: the ``eval.metrics``
+    evaluators on ``eval.n`` held-out samples, with a generator of their own."""
+
+    def __init__(self, run: Run, reporter: RunLogger) -> None:
+        self.reporter = reporter
+        self.evaluators = [get_evaluator(name)() for name in run.cfg.eval.metrics]
+
+    def after_step(self, run: Run, logged: dict[str, torch.Tensor]) -> None:
+        every = run.cfg.eval.every
+        if not (every and due(run.step, every, run.cfg.train.steps)):
+            return
+        cfg = run.cfg
+        seed = cfg.train.seed * 7919 + run.rank + 104_729  # never the training noise's seed
+        with evaluating(run.inference_nets()) as nets:
+            ctx = EvalContext(
+                family=run.family,
+                nets=nets,
+                batches=lambda: held_out(run, cfg.eval.n, cfg.eval.batch_size, run.rank, run.world),
+                generator=torch.Generator(run.device).manual_seed(seed),
+                device=run.device,
+                autocast=run.precision.autocast,
+            )
+            values: dict[str, float] = {}
+            for evaluator in self.evaluators:
+                values.update(evaluator(ctx))
+        self.reporter.record(run.step, values)

@@ -1,0 +1,240 @@
+"""Building a run: processes → data → family, networks, EMA copies, optimizers, precision and
+the parallel strategy. The trainer and ``distgan bench`` use the same builder, so a benchmark
+times exactly what training runs.
+
+Everything stateful ends up in one :class:`Run`, which the checkpoint saves and restores
+(engine/checkpoint.py) and the loop advances (engine/trainer.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+
+from distgan.config import Config
+from distgan.data.loader import TrainingData
+from distgan.data.stream import DatasetInfo
+from distgan.data.transforms import Transforms
+from distgan.engine.ema import make_ema, update_ema
+from distgan.engine.parallel import DDPStrategy, DeepSpeedStrategy, deepspeed_config_from_launch
+from distgan.engine.runtime import (
+    Precision,
+    Settings,
+    make_accelerator,
+    process_accelerator,
+    resolve_settings,
+)
+from distgan.errors import ConfigError
+from distgan.families import get_family
+from distgan.families.base import Family, Nets, Phase, StepContext
+from distgan.schedules import linear_decay
+
+log = logging.getLogger("distgan")
+
+
+@dataclass
+class Run:
+    """One process's part of a training run: what the loop advances and checkpoints save."""
+
+    cfg: Config
+    accelerator: Accelerator
+    family: Family
+    networks: dict[str, nn.Module]
+    ema: dict[str, nn.Module]  # network name → its EMA copy ("<name>_ema" in checkpoints)
+    optimizers: dict[str, torch.optim.Optimizer]
+    settings: Settings
+    precision: Precision
+    strategy: DDPStrategy | DeepSpeedStrategy
+    phases: list[Phase]
+    noise: torch.Generator  # this rank's noise, saved in checkpoints
+    ctx: StepContext
+    data: TrainingData | None = None
+    step: int = 0
+    images_seen: int = 0
+    wandb_id: str | None = None
+    base_lr: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def next_batch(self) -> dict[str, Any]:
+        """The next training batch on this rank's device, in the networks' memory format."""
+        return self.settings.batch(to_device(next(self.data), self.device))
+
+    def set_learning_rates(self, phase: Phase) -> None:
+        """Each trained network's lr at this step: a pure function of the step (exact resume)."""
+        for name in phase.trains:
+            scale = linear_decay(
+                self.step, self.cfg.train.steps, self.cfg.optimizer(name).decay_start
+            )
+            for group in self.optimizers[name].param_groups:
+                group["lr"] = self.base_lr[name] * scale
+
+    def update_ema(self) -> None:
+        for name, copy in self.ema.items():
+            update_ema(copy, self.networks[name], self.cfg.train.ema_decay)
+
+    def inference_nets(self, weights: str = "ema") -> Nets:
+        """The networks for outputs: EMA copies where the family keeps them (``weights="ema"``),
+        else the trained ones."""
+        use_ema = weights == "ema"
+        return Nets(
+            {n: self.ema[n] if use_ema and n in self.ema else m for n, m in self.networks.items()}
+        )
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors (also in the nested batches of named streams) moved to ``device``."""
+    return {
+        k: to_device(v, device)
+        if isinstance(v, dict)
+        else v.to(device, non_blocking=True)
+        if isinstance(v, torch.Tensor)
+        else v
+        for k, v in batch.items()
+    }
+
+
+@contextlib.contextmanager
+def evaluating(nets: Nets) -> Iterator[Nets]:
+    """Networks in eval mode (BatchNorm statistics frozen, no dropout, no spectral-norm power
+    iteration), restored afterwards: previews and evaluation change no training state."""
+    modules = [nets.raw(name) for name in nets._plain]
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        with torch.no_grad():
+            yield nets
+    finally:
+        for m, mode in zip(modules, modes, strict=True):
+            m.train(mode)
+
+
+def transforms_of(cfg: Config) -> Transforms:
+    d = cfg.data
+    return Transforms(flip=d.flip, crop=d.crop, grayscale=d.grayscale, lab=d.lab)
+
+
+def open_data(cfg: Config, accelerator: Accelerator) -> TrainingData:
+    """This rank's training streams (``data.shards``: one folder or named folders)."""
+    d = cfg.data
+    return TrainingData(
+        d.shards,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.train.seed,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        num_workers=d.num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+        shuffle_buffer=d.shuffle_buffer,
+        verify=d.verify,
+        mode=d.mode,
+        resolution=d.resolution,
+        transforms=transforms_of(cfg),
+    )
+
+
+def start_processes(cfg: Config) -> tuple[Accelerator, str | None]:
+    """This process's Accelerator (checked against the launch) and the DeepSpeed config if the
+    launch chose DeepSpeed (read first: the Accelerator must not set DeepSpeed up itself)."""
+    deepspeed_config = deepspeed_config_from_launch()
+    return make_accelerator(cfg), deepspeed_config
+
+
+def build_run(
+    cfg: Config,
+    accelerator: Accelerator,
+    deepspeed_config: str | None = None,
+    data_info: dict[str, DatasetInfo] | None = None,
+) -> Run:
+    """Everything of one process, ready for the loop. Without ``data_info`` the training streams
+    are opened (the shapes come from their manifests); with it (``distgan bench``) no data is read.
+    """
+    data = open_data(cfg, accelerator) if data_info is None else None
+    family = get_family(cfg.family)(cfg, data.info if data else data_info)
+    device, rank, t = accelerator.device, accelerator.process_index, cfg.train
+
+    # networks: identical initialisation on every rank, then per-rank randomness
+    set_seed(t.seed)
+    networks = {name: m.to(device) for name, m in family.build_networks().items()}
+    if sorted(networks) != sorted(family.networks):
+        raise ConfigError(
+            f"family '{cfg.family}' built networks {sorted(networks)}, but declares "
+            f"{sorted(family.networks)}"
+        )
+    ema = {name: make_ema(networks[name]) for name in family.ema}
+    settings = resolve_settings(cfg, device, deepspeed=deepspeed_config is not None)
+    settings.apply([*networks.values(), *ema.values()])
+    set_seed(t.seed + 1_000_003 * rank)
+    noise = torch.Generator(device).manual_seed(t.seed * 7919 + rank)
+
+    # optimizers for every network a phase trains, and how they are synchronised across ranks
+    phases = family.phases
+    trained = [n for n in family.networks if any(n in p.trains for p in phases)]
+    optimizers = {
+        name: torch.optim.Adam(
+            networks[name].parameters(),
+            lr=cfg.optimizer(name).lr,
+            betas=cfg.optimizer(name).betas,
+            fused=settings.fused_optimizers or None,
+        )
+        for name in trained
+    }
+    precision = Precision(settings.precision, device, [p.name for p in phases])
+    if deepspeed_config:
+        strategy = DeepSpeedStrategy(
+            deepspeed_config,
+            precision,
+            networks,
+            optimizers,
+            phases,
+            t.batch_size,
+            accelerator.num_processes,
+        )
+    else:
+        strategy = DDPStrategy(accelerator, precision, networks, optimizers)
+    return Run(
+        cfg=cfg,
+        accelerator=accelerator,
+        family=family,
+        networks=networks,
+        ema=ema,
+        optimizers=optimizers,
+        settings=settings,
+        precision=precision,
+        strategy=strategy,
+        phases=phases,
+        noise=noise,
+        ctx=StepContext(device, noise, settings.compile_backend),
+        data=data,
+        base_lr={name: cfg.optimizer(name).lr for name in trained},
+    )
+
+
+def build_for_bench(cfg: Config, info: DatasetInfo) -> Run:
+    """:func:`build_run` for ``distgan bench``: synthetic data shapes, this process's group."""
+    accelerator = process_accelerator(cfg.train.collective_timeout)
+    streams = {name: info for name in get_family(cfg.family).streams} or {"": info}
+    return build_run(cfg, accelerator, data_info=streams)

@@ -1,0 +1,203 @@
+"""The family / engine contract.
+
+A *recipe* (YAML) names a *family* (a Python class): the family says **what** to optimise, the
+engine decides **how** (processes, devices, precision, DDP/DeepSpeed, checkpoints, logging,
+evaluation). A family declares, as names and small objects:
+
+* ``networks``: the names of the networks ``build_networks`` returns (e.g. ``("G", "D")``); the
+  recipe's ``optim.<name>`` configures the optimizer of each trained one;
+* ``ema``: the networks the engine keeps an exponential moving average of (``<name>_ema`` in
+  checkpoints); sampling, previews and evaluation use these copies;
+* ``inference``: the networks needed to produce outputs (what ``distgan export`` writes);
+* ``streams``: the named data streams it reads (``()``: one stream, ``data.shards: DIR``;
+  ``("A", "B")``: ``data.shards: {A: DIR, B: DIR}``, batches ``{"A": {...}, "B": {...}}``);
+* ``needs_input``: ``sample`` translates a data batch (image-to-image) instead of drawing noise;
+* ``ModelConfig`` / ``LossConfig``: the schemas of its ``model:`` and ``loss:`` sections;
+* ``phases``: the optimisation schedule of one step, each a :class:`Phase`.
+
+A phase's loss receives a :class:`Nets` view in which the networks that phase trains are the
+distributed (DDP) wrappers and every other network is the plain module with its parameters
+frozen, so e.g. the G step back-propagates *through* D without touching D's gradients or its
+gradient synchronisation (the rule DeepSpeed's one-engine-per-network setup needs too).
+
+Everything else has a default: ``sample`` (outputs for ``distgan sample`` and evaluation),
+``preview`` (the grid logged every ``log.sample_every`` steps), ``reference`` (the real images
+outputs are compared with), and ``state_dict``/``load_state_dict`` for state of the family's own
+(e.g. CycleGAN's image pools), saved per rank in every checkpoint.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from distgan.data.stream import DatasetInfo
+
+if TYPE_CHECKING:
+    from distgan.config import Config
+
+Batch = dict[str, Any]
+Logs = dict[str, torch.Tensor]
+
+
+class Nets:
+    """Attribute access to the networks (``nets.G``, ``nets["D"]``).
+
+    During a phase, a network the phase trains is its distributed wrapper: call it for forward
+    passes (its gradients are then synchronised). ``nets.raw(name)`` is always the plain module,
+    for the network's own methods and attributes (a DDP wrapper exposes only ``forward``); use
+    it for work whose gradients flow into the same backward as a wrapped forward pass.
+    """
+
+    def __init__(
+        self, plain: dict[str, nn.Module], wrapped: dict[str, nn.Module] | None = None
+    ) -> None:
+        self._plain = plain
+        self._wrapped = wrapped or {}
+
+    def __getattr__(self, name: str) -> nn.Module:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __getitem__(self, name: str) -> nn.Module:
+        if name in self._wrapped:
+            return self._wrapped[name]
+        if name in self._plain:
+            return self._plain[name]
+        raise AttributeError(f"no network named '{name}' (networks: {', '.join(self._plain)})")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._plain
+
+    def raw(self, name: str) -> nn.Module:
+        """The plain module of ``name`` (never the DDP wrapper)."""
+        if name not in self._plain:
+            raise AttributeError(f"no network named '{name}' (networks: {', '.join(self._plain)})")
+        return self._plain[name]
+
+
+class StepContext:
+    """What a loss may ask of the engine: the device, this rank's noise generator, the engine
+    step (for lazy regularization and schedules), the phase's GradScaler (for gradient penalties
+    under fp16: see distgan/penalties.py) and ``scratch``, a dict cleared at the start of every
+    step in which phases of one step share work (e.g. the G phase's fakes for the D phase).
+    """
+
+    def __init__(
+        self, device: torch.device, generator: torch.Generator, compile_backend: str | None = None
+    ) -> None:
+        self.device = device
+        self.generator = generator
+        self.step = 0
+        self.scaler: torch.amp.GradScaler | None = None
+        self.scratch: dict[str, Any] = {}
+        self.compile_backend = compile_backend  # set by the engine from train.compile
+        self._compiled: dict[int, nn.Module] = {}
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        """``module`` through ``torch.compile`` when ``train.compile`` is on, for the plain passes
+        only: a gradient penalty's double backward must go through ``module`` itself (see
+        distgan/penalties.py). Compiled once per module, then cached."""
+        if self.compile_backend is None:
+            return module
+        if id(module) not in self._compiled:
+            self._compiled[id(module)] = torch.compile(module, backend=self.compile_backend)
+        return self._compiled[id(module)]
+
+    def enter(self, step: int, scaler: torch.amp.GradScaler | None) -> StepContext:
+        self.step, self.scaler = step, scaler
+        return self
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=self.device, generator=self.generator)
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(*shape, device=self.device, generator=self.generator)
+
+    def randint(self, high: int, *shape: int) -> torch.Tensor:
+        return torch.randint(high, shape, device=self.device, generator=self.generator)
+
+
+LossFn = Callable[[Nets, Batch, StepContext], tuple[torch.Tensor, Logs]]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One forward/backward of ``loss``, then one optimizer step of each network in ``trains``,
+    on the steps where ``step % every == 0``. Phases run in the order listed."""
+
+    name: str
+    trains: tuple[str, ...]
+    loss: LossFn
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.trains, str):  # Phase("D", trains="D", …) means ("D",)
+            object.__setattr__(self, "trains", (self.trains,))
+
+
+class Section(BaseModel):
+    """Base for a family's ``model:`` and ``loss:`` schemas (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Family(ABC):
+    networks: ClassVar[tuple[str, ...]]
+    ema: ClassVar[tuple[str, ...]] = ()
+    inference: ClassVar[tuple[str, ...]] = ()
+    streams: ClassVar[tuple[str, ...]] = ()
+    needs_input: ClassVar[bool] = False
+    ModelConfig: ClassVar[type[Section]] = Section
+    LossConfig: ClassVar[type[Section]] = Section
+
+    def __init__(self, cfg: Config, data: dict[str, DatasetInfo]) -> None:
+        """``data``: the shape of each stream's data (key ``""`` for a single stream)."""
+        self.cfg = cfg
+        self.stream_info = data
+        self.data = next(iter(data.values()))  # the (first) stream's shape
+        self.hp = self.ModelConfig.model_validate(cfg.model)
+        self.loss_cfg = self.LossConfig.model_validate(cfg.loss)
+
+    @abstractmethod
+    def build_networks(self) -> dict[str, nn.Module]:
+        """The networks named in ``networks``, built identically on every rank."""
+
+    @property
+    @abstractmethod
+    def phases(self) -> list[Phase]:
+        """The optimisation schedule of one training step."""
+
+    def sample(
+        self, nets: Nets, n: int, generator: torch.Generator, batch: Batch | None = None
+    ) -> torch.Tensor:
+        """``n`` output images in [-1, 1], conditioned on ``batch`` where the family uses it
+        (labels for conditional GANs, input images for ``needs_input`` families)."""
+        raise NotImplementedError(f"family '{self.cfg.family}' does not sample")
+
+    def preview(
+        self, nets: Nets, batch: Batch | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, int]:
+        """The preview grid (images in [-1, 1], images per row). ``batch``: a fixed batch of
+        ``log.samples_per_class`` held-out samples for ``needs_input`` families, else None."""
+        per_row = self.cfg.log.samples_per_class
+        return self.sample(nets, per_row * per_row, generator, batch), per_row
+
+    def reference(self, batch: Batch) -> torch.Tensor:
+        """The real images that ``sample(…, batch)`` should resemble (for evaluation)."""
+        return batch["image"]
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's state of the family's own (tensors and plain values), if any."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned on this rank."""
+        del state  # (no state of its own by default)

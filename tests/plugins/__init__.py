@@ -1,0 +1,1 @@
+"""Families of the tests' own, outside distgan (``family: plugins.NAME``)."""
