@@ -1,6 +1,7 @@
-"""Behaviour unchanged: the weights of every shipped recipe after 20 steps (fp32, 1 process,
-1 thread, compile off, tiny networks, fixture shards) hash to digests recorded before the engine
-contract was rewritten.
+"""Behaviour unchanged: the weights of every shipped recipe after 20 steps (1 process, 1 thread,
+compile off, tiny networks, fixture shards) hash to digests recorded before the engine contract
+was rewritten, in fp32 and in bf16 autocast with channels_last (what ``precision=auto`` picks on
+CPUs with bf16 hardware).
 
 Float kernels differ between CPU kinds (AVX2 vs AVX-512, cache sizes), so the digests are keyed
 by the CPU kind and torch version; on a kind without a record the test is skipped and prints how
@@ -36,9 +37,7 @@ SETTINGS = [
     f"train.checkpoint_every={STEPS}",
     "train.batch_size=8",
     "train.seed=5",
-    "train.precision=no",
     "train.compile=false",
-    "train.channels_last=false",
     "log.wandb=disabled",
     "log.every=10",
     f"log.sample_every={STEPS}",
@@ -46,6 +45,11 @@ SETTINGS = [
     "data.num_workers=0",
     "data.shuffle_buffer=16",
 ]
+VARIANTS = {
+    "fp32": ["train.precision=no", "train.channels_last=false"],
+    "bf16": ["train.precision=bf16", "train.channels_last=true"],
+}
+RECORD = os.environ.get("DISTGAN_RECORD_GOLDEN") == "1"
 
 
 def cpu_kind() -> str:
@@ -80,10 +84,23 @@ def digest(state: dict[str, torch.Tensor]) -> str:
 
 
 @pytest.mark.slow
-def test_weights_after_20_steps_match_the_recorded_digests(tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_weights_after_20_steps_match_the_recorded_digests(tmp_path: Path, variant: str) -> None:
+    kind = cpu_kind()
+    recorded = json.loads(GOLDEN.read_text()) if GOLDEN.is_file() else {}
+    if variant not in recorded.get(kind, {}) and not RECORD:
+        pytest.skip(
+            f"no {variant} digests recorded for this CPU kind ({kind}); record them on the "
+            "commit before a change with DISTGAN_RECORD_GOLDEN=1"
+        )
     shards = make_fixture_shards(tmp_path / "shards")
     runs = {
-        name: [*tiny_recipe(name, shards), *SETTINGS, f"run.dir={tmp_path / name}"]
+        name: [
+            *tiny_recipe(name, shards),
+            *SETTINGS,
+            *VARIANTS[variant],
+            f"run.dir={tmp_path / name}",
+        ]
         for name in TINY_RECIPES
     }
     # one thread: the results do not depend on the machine's core count
@@ -92,22 +109,15 @@ def test_weights_after_20_steps_match_the_recorded_digests(tmp_path: Path) -> No
         name: {net: digest(state) for net, state in final_weights(tmp_path / name, STEPS).items()}
         for name in TINY_RECIPES
     }
-    kind = cpu_kind()
-    recorded = json.loads(GOLDEN.read_text()) if GOLDEN.is_file() else {}
-    if os.environ.get("DISTGAN_RECORD_GOLDEN") == "1":
-        recorded[kind] = digests
+    if RECORD:
+        recorded.setdefault(kind, {})[variant] = digests
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
-    if kind not in recorded:
-        pytest.skip(
-            f"no digests recorded for this CPU kind ({kind}); record them on the commit before "
-            f"a change with DISTGAN_RECORD_GOLDEN=1: {json.dumps(digests)}"
-        )
-    expected = recorded[kind]
+    expected = recorded[kind][variant]
     differ = [
         f"{name}/{net}"
         for name in expected
         for net in expected[name]
         if digests.get(name, {}).get(net) != expected[name][net]
     ]
-    assert not differ, f"weights after {STEPS} steps changed on {kind}: {differ}"
+    assert not differ, f"{variant} weights after {STEPS} steps changed on {kind}: {differ}"
