@@ -71,7 +71,6 @@ OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".npz")
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
     from torchvision.utils import save_image
 
     from distgan import inference
@@ -86,15 +85,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     images = inference.sample(trained, args.n, args.weights, args.seed, batch)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":
-        uint8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        arrays = {"images": uint8.permute(0, 2, 3, 1).numpy()}
+        arrays = {"images": images.permute(0, 2, 3, 1).numpy()}
         if labels is not None:
             arrays["labels"] = labels.numpy().astype(np.int64)
         np.savez_compressed(out, **arrays)
     else:
         classes = len(labels.unique()) if labels is not None and args.label is None else 0
         nrow = classes or max(1, int(len(images) ** 0.5))
-        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+        save_image(images.float() / 255, out, nrow=nrow)
     print(f"distgan: wrote {len(images)} samples to {out}", file=sys.stderr)
     return 0
 

@@ -35,12 +35,18 @@ __all__ = ["Config", "ConfigError", "load_config", "recipe_names", "to_yaml", "v
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # unknown keys are errors; no float setting may be inf or NaN
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class RunConfig(_Section):
     dir: str = Field("runs/{name}", description="run folder; {name} is the recipe name")
     keep_last: int = Field(3, ge=1, description="checkpoints kept in run.dir/checkpoints")
+    overwrite: bool = Field(
+        False,
+        description="start afresh in a run.dir that holds a run: move it to "
+        "<run.dir>.replaced-<time> first",
+    )
 
 
 class DataConfig(_Section):
@@ -86,7 +92,7 @@ class TrainConfig(_Section):
         ..., ge=1, description="training steps: each takes one batch and runs the phases due"
     )
     batch_size: int = Field(64, ge=1, description="per process; global = this × processes")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="0 … 2³²−1")
     precision: Literal["no", "bf16", "fp16", "auto"] = Field(
         "no", description="no (fp32) | bf16 | fp16 (CUDA) | auto: the fastest for the device"
     )
@@ -100,6 +106,9 @@ class TrainConfig(_Section):
         0.999, ge=0, lt=1, description="decay of the family's EMA copies; 0 copies every step"
     )
     checkpoint_every: int = Field(500, ge=1)
+    max_skipped_steps: int = Field(
+        50, ge=1, description="fp16: stop after this many optimizer steps in a row were skipped"
+    )
     compile: bool | Literal["auto"] = Field(
         "auto", description="torch.compile the networks' passes (auto: on CUDA)"
     )
@@ -127,7 +136,9 @@ class TrainConfig(_Section):
     def _duration(cls, value: str | float | None) -> str | float | None:
         from distgan.engine.signals import parse_duration
 
-        parse_duration(value)  # raises ValueError with the accepted forms
+        seconds = parse_duration(value)  # raises ValueError with the accepted forms
+        if seconds is not None and not 0 < seconds < float("inf"):
+            raise ValueError("a time limit must be positive (null: no limit)")
         return value
 
 
@@ -135,7 +146,15 @@ class OptimConfig(_Section):
     """Adam for one network (``optim.<network>.*``), with an optional linear decay."""
 
     lr: float = Field(2e-4, gt=0, description="learning rate")
-    betas: tuple[float, float] = Field((0.5, 0.999), description="Adam's (β1, β2)")
+    betas: tuple[float, float] = Field((0.5, 0.999), description="Adam's (β1, β2), each in [0, 1)")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError("Adam's betas must each lie in [0, 1)")
+        return betas
+
     decay_start: float = Field(
         1.0,
         ge=0,
@@ -227,8 +246,9 @@ def _read_recipe(name: str) -> dict[str, Any]:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        raise ConfigError(f"recipe '{name}' is not valid YAML{line}: {err}") from None
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ConfigError(f"recipe '{name}' is not valid YAML{at}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(
             f"recipe '{name}' is a YAML {type(raw).__name__}, not a mapping of sections "
@@ -273,7 +293,8 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], prefi
     if first["type"] == "value_error" and isinstance(first.get("input"), dict):
         return str(first["msg"]).removeprefix("Value error, ")  # a whole-section check
     given = first.get("input")
-    return f"bad value for '{key}': {given!r} — {first['msg']}"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"bad value for '{key}': {given!r} — {message}"
 
 
 def _apply_shorthands(raw: dict[str, Any]) -> None:

@@ -7,11 +7,14 @@
 # accelerate's launcher makes it SIGKILL its workers 30 s later, possibly mid-checkpoint. The
 # ranks agree on a step, write one checkpoint, exit 75 and write $DISTGAN_STOPPED, which is
 # what tells this script to requeue (the trainer also stops so at train.time_limit). The batch
-# script runs on the job's first node, where rank 0 runs, so node-local files suffice.
+# script runs on the job's first node, where rank 0 runs, so node-local files suffice. They lie
+# in a private directory of this job (mode 0700, an unpredictable name): on a shared /tmp,
+# another user could create a predictable file first and stop every requeue.
 
-export DISTGAN_STOP_REQUEST=${TMPDIR:-/tmp}/distgan-$SLURM_JOB_ID.stop-request
-export DISTGAN_STOPPED=${TMPDIR:-/tmp}/distgan-$SLURM_JOB_ID.stopped
-rm -f "$DISTGAN_STOP_REQUEST" "$DISTGAN_STOPPED"
+DISTGAN_JOB_DIR=$(mktemp -d "${TMPDIR:-/tmp}/distgan-$SLURM_JOB_ID.XXXXXXXX") || exit 1
+trap 'rm -rf "$DISTGAN_JOB_DIR"' EXIT
+export DISTGAN_STOP_REQUEST=$DISTGAN_JOB_DIR/stop-request
+export DISTGAN_STOPPED=$DISTGAN_JOB_DIR/stopped
 
 _distgan_forward() {
     echo "distgan-slurm: $1 received, asking the trainer to checkpoint and stop"

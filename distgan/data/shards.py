@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -202,11 +202,9 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ShardError(f"'{path}' is not readable JSON ({err}); re-create the shards") from None
-    for key in ("shards", "resolution", "channels"):
-        if key not in manifest:
-            raise ShardError(f"'{path}' has no '{key}' field; re-create the shards")
+    _check_manifest(manifest, path)
     for shard in manifest["shards"]:
         file = shard_dir / shard["file"]
         if not file.is_file():
@@ -215,6 +213,45 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
                 "shards"
             )
     return manifest
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    """The fields the stream relies on, each with the type it needs; shard files must lie in the
+    shard folder itself (a manifest cannot make distgan read any other file)."""
+
+    def bad(what: str) -> ShardError:
+        return ShardError(f"'{path}': {what}; re-create the shards with `distgan shards …`")
+
+    if not isinstance(manifest, dict):
+        raise bad(f"a manifest is a JSON object, not {type(manifest).__name__}")
+    for key in ("shards", "resolution", "channels"):
+        if key not in manifest:
+            raise bad(f"no '{key}' field")
+    resolution, channels = manifest["resolution"], manifest["channels"]
+    if not (type(resolution) is int and resolution > 0):
+        raise bad(f"'resolution' must be a positive integer, not {resolution!r}")
+    if channels not in (1, 3) or type(channels) is not int:
+        raise bad(f"'channels' must be 1 or 3, not {channels!r}")
+    for key in ("class_names", "attribute_names"):
+        names = manifest.get(key)
+        if names is not None and not (
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+        ):
+            raise bad(f"'{key}' must be a list of names")
+    shards = manifest["shards"]
+    if not isinstance(shards, list) or not shards:
+        raise bad("'shards' must be a non-empty list of {file, count} entries")
+    for index, shard in enumerate(shards):
+        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str)):
+            raise bad(f"shard entry {index} has no 'file' name")
+        if type(shard.get("count")) is not int or shard["count"] < 0:
+            raise bad(f"shard entry {index} ('{shard['file']}') has no valid 'count'")
+        name = PurePosixPath(shard["file"])
+        if name.is_absolute() or ".." in name.parts or len(name.parts) != 1:
+            raise bad(
+                f"shard entry {index} names '{shard['file']}', which is not a file of the "
+                "shard folder itself; refused"
+            )
 
 
 ZERO_BLOCK = bytes(512)
@@ -280,6 +317,11 @@ def verify_shards(shard_dir: str | Path, manifest: dict[str, Any]) -> None:
     """Compare every shard's sha256 with the manifest (``data.verify=true``)."""
     for shard in manifest["shards"]:
         file = Path(shard_dir) / shard["file"]
+        if not isinstance(shard.get("sha256"), str):
+            raise ShardError(
+                f"data.verify=true, but '{Path(shard_dir) / MANIFEST}' has no sha256 for shard "
+                f"'{shard['file']}'; re-create the shards, or set data.verify=false"
+            )
         digest = sha256_of(file)
         if digest != shard["sha256"]:
             raise ShardError(

@@ -42,6 +42,7 @@ import io
 import json
 import logging
 import random
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,13 +96,30 @@ def dataset_info(manifest: dict[str, Any], transforms: Transforms | None = None)
     )
 
 
-def _pixels(data: bytes, channels: int) -> torch.Tensor:
-    """Encoded image → uint8 [C,H,W] (decoding fully, so truncation is caught here).
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) read from the image's header, without decoding its pixels."""
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR":
+        return struct.unpack(">II", data[16:24])
+    with Image.open(io.BytesIO(data)) as pil:  # reads the header only
+        return pil.size
+
+
+def _pixels(data: bytes, channels: int, resolution: int | None = None) -> torch.Tensor:
+    """Encoded image → uint8 [C,H,W] (decoding fully, so truncation is caught here). With
+    ``resolution``, an image of another size is refused from its header, before decoding (a
+    20000×20000 PNG of a few hundred KB would otherwise take GBs).
 
     torchvision's libpng/libjpeg decoders straight into a tensor are 1.4× (PNG) to 2.3× (JPEG)
     faster than Pillow for shard-sized images, with identical pixels; Pillow handles the rest
     (a colour conversion, e.g. RGB shards read as grayscale, or a format torchvision lacks) and
     raises for an image that is really broken."""
+    if resolution is not None:
+        width, height = image_size(data)
+        if (width, height) != (resolution, resolution):
+            raise ValueError(f"image is {width}×{height} px, the shards are {resolution} px")
     if decode_image is not None:
         with contextlib.suppress(RuntimeError):
             image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8))
@@ -121,17 +139,19 @@ def decode_sample(
     transforms: Transforms | None = None,
     seed: int = 0,
     epoch: int = 0,
+    resolution: int | None = None,
 ) -> dict[str, Any]:
     """Raw tar members → ``{"image": uint8 [C,H,W], "key"}`` plus ``label`` / ``attrs`` /
-    ``target`` if present, after the random crop/flip (colour comes per batch in ``_collate``)."""
+    ``target`` if present, after the random crop/flip (colour comes per batch in ``collate``);
+    images of another size than ``resolution`` are refused."""
     key = sample["__key__"]
     data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
     if data is None:
         raise ValueError(f"no image member (one of {', '.join(IMAGE_KEYS)})")
-    images = [_pixels(data, channels)]
+    images = [_pixels(data, channels, resolution)]
     target = next((sample[f"target.{k}"] for k in IMAGE_KEYS if f"target.{k}" in sample), None)
     if target is not None:
-        images.append(_pixels(target, channels))
+        images.append(_pixels(target, channels, resolution))
     images = (transforms or Transforms()).geometry(images, seed, epoch, key)
     out: dict[str, Any] = {"image": images[0], "key": key}
     if target is not None:
@@ -143,6 +163,21 @@ def decode_sample(
         if "attrs" in extra:
             out["attrs"] = torch.tensor(extra["attrs"], dtype=torch.float32)
     return out
+
+
+def _check_against(item: dict[str, Any], info: DatasetInfo) -> None:
+    """What the manifest promises of every sample: a label in range, the attributes, the pair."""
+    classes = info.num_classes
+    if classes:
+        if "label" not in item:
+            raise ValueError(f"no .cls label (the shards have {classes} classes)")
+        if not 0 <= item["label"] < classes:
+            raise ValueError(f"label {item['label']} is outside 0–{classes - 1}")
+    attributes = len(info.attribute_names)
+    if attributes and ("attrs" not in item or item["attrs"].shape != (attributes,)):
+        raise ValueError(f"no .json attrs list of {attributes} values")
+    if info.paired and "target" not in item:
+        raise ValueError("no .target image (the shards hold pairs)")
 
 
 def _shuffled(items: Iterator[dict], bufsize: int, rng: random.Random) -> Iterator[dict]:
@@ -244,8 +279,13 @@ class ShardStream(IterableDataset):
     def decode(self, raw: dict[str, Any], epoch: int) -> dict[str, Any] | None:
         """A raw sample decoded and transformed, or None (logged) if it cannot be decoded."""
         try:
-            return decode_sample(raw, self.info.channels, self.transforms, self.seed, epoch)
-        except Exception as err:  # a corrupt image must not stop a long run
+            info = self.info
+            item = decode_sample(
+                raw, info.channels, self.transforms, self.seed, epoch, info.resolution
+            )
+            _check_against(item, info)
+            return item
+        except Exception as err:  # a corrupt or odd sample must not stop a long run
             log.warning(
                 "skipping sample '%s' in shard '%s': %s",
                 raw.get("__key__"),

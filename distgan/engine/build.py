@@ -60,6 +60,8 @@ class Run:
     step: int = 0
     images_seen: int = 0
     wandb_id: str | None = None
+    run_id: str | None = None  # the lineage of its checkpoints (engine/rundir.py)
+    parent: dict[str, Any] | None = None  # the checkpoint of another folder it continues
     base_lr: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -187,7 +189,7 @@ def build_run(
     ema = {name: make_ema(networks[name]) for name in family.ema}
     settings = resolve_settings(cfg, device, deepspeed=deepspeed_config is not None)
     settings.apply([*networks.values(), *ema.values()])
-    set_seed(t.seed + 1_000_003 * rank)
+    set_seed((t.seed + 1_000_003 * rank) % 2**32)  # numpy takes seeds below 2³²
     noise = torch.Generator(device).manual_seed(t.seed * 7919 + rank)
 
     # optimizers for every network a phase trains, and how they are synchronised across ranks
@@ -202,7 +204,7 @@ def build_run(
         )
         for name in trained
     }
-    precision = Precision(settings.precision, device, [p.name for p in phases])
+    precision = Precision(settings.precision, device, [p.name for p in phases], t.max_skipped_steps)
     if deepspeed_config:
         strategy = DeepSpeedStrategy(
             deepspeed_config,

@@ -8,11 +8,15 @@ A checkpoint holds everything an exact resume needs, in one versioned schema (``
 * per rank: ``rng`` (python, numpy, torch, the noise generator), ``data`` (each stream's exact
   position) and ``family`` (the family's own state, e.g. image pools);
 * ``step``, ``images_seen``, the resolved ``config``, ``data_info`` (each stream's shape, so
-  ``distgan sample`` needs no shards) and the W&B run id.
+  ``distgan sample`` needs no shards), the W&B run id, and the ``run_id`` of its lineage (and the
+  ``parent`` checkpoint of a run continued in another folder; see engine/rundir.py).
 
 It is written by rank 0 to ``<name>.tmp``, fsynced and renamed, so a crash never leaves a half
-file under a checkpoint's name. Loading uses ``torch.load(weights_only=True)``: no pickled code
-runs. Files of schema 1 (distgan before the family contract v2) are migrated when loaded.
+file under a checkpoint's name; a failed write (a full disk) removes the temporary file, leaves
+the earlier checkpoints alone and stops every rank with one line. A checkpoint is never written
+with inf/NaN weights: the run stops instead, and the newest finite checkpoint stays. Loading
+uses ``torch.load(weights_only=True)``: no pickled code runs. Files of schema 1 (distgan before
+the family contract v2) are migrated when loaded.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ import logging
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from accelerate.utils import broadcast_object_list
 
 from distgan.engine.runtime import check_ranks_in_sync, gather
-from distgan.errors import CheckpointError
+from distgan.errors import CheckpointError, TrainingDiverged
 
 if TYPE_CHECKING:
     from distgan.engine.build import Run
@@ -82,11 +88,15 @@ def restore_rng(state: dict[str, Any], noise: torch.Generator) -> None:
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not stay full of a half checkpoint
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -94,9 +104,19 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
         os.close(dir_fd)
 
 
-def prune(run_dir: Path, keep_last: int) -> None:
-    for old in list_checkpoints(run_dir)[:-keep_last]:
+def prune(run_dir: Path, keep_last: int, run_id: str) -> None:
+    """Keep the newest ``keep_last`` checkpoints of the lineage ``run_id`` (others stay)."""
+    mine = [p for p in list_checkpoints(run_dir) if _run_id_of(p) == run_id]
+    for old in mine[:-keep_last]:
         old.unlink(missing_ok=True)
+
+
+def _run_id_of(path: Path) -> str | None:
+    """A checkpoint's lineage, read cheaply (memory-mapped: its tensors are not read)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("run_id")
+    except Exception:
+        return None
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -113,6 +133,12 @@ def load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive
+            raise CheckpointError(
+                f"'{path}' is not a checkpoint file; resume= and --ckpt take a "
+                "run.dir/checkpoints/step-*.pt file"
+            )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, wrong format, unsafe pickle …
@@ -189,6 +215,8 @@ def collect(run: Run) -> dict[str, Any] | None:
         "config": run.cfg.model_dump(mode="json"),
         "data_info": {name: dataclasses.asdict(i) for name, i in run.family.stream_info.items()},
         "wandb_id": run.wandb_id,
+        "run_id": run.run_id,
+        "parent": run.parent,
     }
 
 
@@ -227,24 +255,66 @@ def restore(run: Run, state: dict[str, Any], source: Path) -> None:
             run.world,
         )
     run.step, run.images_seen = state["step"], state["images_seen"]
-    run.wandb_id = state.get("wandb_id")
+
+
+def nonfinite(modules: dict[str, torch.nn.Module]) -> list[str]:
+    """Names of the networks with an inf/NaN parameter or buffer."""
+    return [name for name, module in modules.items() if not _finite(module.state_dict())]
 
 
 def save(run: Run) -> None:
-    """Write ``run``'s checkpoint (rank 0) and keep the last ``run.keep_last``; all ranks call."""
-    checkpoint = collect(run)
-    if checkpoint is not None:
-        run_dir = run.cfg.run_dir
-        save_atomic(checkpoint, checkpoint_path(run_dir, run.step))
-        prune(run_dir, run.cfg.run.keep_last)
-    run.accelerator.wait_for_everyone()
+    """Write ``run``'s checkpoint (rank 0) and keep the last ``run.keep_last`` of its lineage;
+    all ranks call it, and all raise the same one-line error if it cannot be written."""
+    run_dir = run.cfg.run_dir
+    bad = sorted(set().union(*gather(nonfinite(all_networks(run)))))
+    if bad:
+        kept = list_checkpoints(run_dir)
+        raise TrainingDiverged(
+            f"the weights of {', '.join(bad)} became inf/NaN by step {run.step}: no checkpoint "
+            f"written ({'the newest finite one is ' + kept[-1].name if kept else 'none so far'}"
+            "); lower the learning rates, or resume from an earlier checkpoint"
+        )
+    state = collect(run)
+    failure = None
+    if state is not None:
+        path = checkpoint_path(run_dir, run.step)
+        try:
+            save_atomic(state, path)
+            prune(run_dir, run.cfg.run.keep_last, run.run_id)
+        except (OSError, RuntimeError) as err:
+            failure = _write_failure(path, err)
+    failure = broadcast_object_list([failure])[0]
+    if failure is not None:
+        raise CheckpointError(failure)
+
+
+def _write_failure(path: Path, err: Exception) -> str:
+    reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:160]
+    free = shutil.disk_usage(path.parent).free
+    if free < 64 * 2**20:  # torch's writer does not say why; a full disk is the usual cause
+        reason = f"its disk is full: {free / 2**20:.1f} MB free"
+    return (
+        f"could not write checkpoint '{path}' ({reason}); the earlier checkpoints are intact: "
+        "free space and continue with resume=auto"
+    )
 
 
 def latest_valid(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint of ``run_dir`` that loads; broken newer ones are reported, skipped."""
+    """The newest checkpoint of ``run_dir`` that loads and holds finite weights; broken newer
+    ones are reported and skipped."""
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            return path, load(path)
+            state = load(path)
         except CheckpointError as err:
             log.warning("skipping %s", err)
+            continue
+        bad = [n for n, sd in state["networks"].items() if not _finite(sd)]
+        if bad:
+            log.warning("skipping checkpoint '%s': inf/NaN weights in %s", path, ", ".join(bad))
+            continue
+        return path, state
     return None
+
+
+def _finite(state_dict: dict[str, torch.Tensor]) -> bool:
+    return all(not t.is_floating_point() or torch.isfinite(t).all() for t in state_dict.values())

@@ -76,6 +76,7 @@ class RunLogger:
         self._task = None
         self._last_time = time.perf_counter()
         self._last_images = start_images
+        self._warned_write = False
         if not active:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -123,8 +124,7 @@ class RunLogger:
         rate = (images_seen - self._last_images) / max(now - self._last_time, 1e-9)
         self._last_time, self._last_images = now, images_seen
         record = {"step": step, "images": images_seen, "img_per_s": round(rate, 1), **values}
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._append_metrics(record)
         if self.wandb_run is not None:
             self.wandb_run.log({**values, "images": images_seen, "img_per_s": rate}, step=step)
         text = _format_stats(values, rate)
@@ -137,8 +137,7 @@ class RunLogger:
         """Figures outside the scalar interval (evaluation): metrics.jsonl, W&B, console."""
         if not self.active or not values:
             return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
+        self._append_metrics({"step": step, **values})
         if self.wandb_run is not None:
             self.wandb_run.log(values, step=step)
         text = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
@@ -146,6 +145,21 @@ class RunLogger:
             self._progress.console.print(f"step {step}  {text}")
         else:
             log.info("step %d  %s", step, text)
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:
+            self._write_failed(path, err)
+
+    def _write_failed(self, path: Path, err: OSError) -> None:
+        """Logs and grids are not worth a run: warn (once) and go on; a checkpoint that cannot
+        be written stops the run with one line (engine/checkpoint.py)."""
+        if not self._warned_write:
+            log.warning("could not write %s (%s); training goes on", path, err.strerror or err)
+            self._warned_write = True
 
     def advance(self, step: int) -> None:
         if self._progress is not None:
@@ -157,7 +171,11 @@ class RunLogger:
             return None
         grid = make_grid(images.float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))
         path = self.run_dir / "samples" / f"step-{step:08d}.png"
-        save_image(grid, path)
+        try:
+            save_image(grid, path)
+        except OSError as err:
+            self._write_failed(path, err)
+            return None
         if self.wandb_run is not None:
             import wandb
 
@@ -173,7 +191,10 @@ class RunLogger:
             self._progress.stop()
         if self.wandb_run is not None:
             self.wandb_run.finish()
-        plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+        try:
+            plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+        except OSError as err:
+            self._write_failed(self.run_dir / "loss.png", err)
 
 
 def _format_stats(values: dict[str, float], rate: float) -> str:
@@ -198,9 +219,11 @@ def plot_losses(metrics_file: Path, out: Path) -> None:
 
     by_step: dict[int, dict[str, float]] = {}
     for line in metrics_file.read_text().splitlines():
-        if line.strip():
+        try:
             record = json.loads(line)
             by_step.setdefault(record["step"], {}).update(record)  # scalars + evaluation
+        except (ValueError, KeyError, TypeError):
+            continue  # an empty line, or one cut short by a crash
     steps = sorted(by_step)
     keys = sorted({k for r in by_step.values() for k in r if k.startswith("loss/")})
     fig, ax = plt.subplots(figsize=(7, 4))

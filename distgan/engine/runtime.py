@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
 from distgan.config import Config
-from distgan.errors import ConfigError, LaunchError
+from distgan.errors import ConfigError, LaunchError, TrainingDiverged
 
 log = logging.getLogger("distgan")
 
@@ -158,7 +158,13 @@ class Precision:
         "fp16": torch.float16,
     }
 
-    def __init__(self, mode: str, device: torch.device, phase_names: list[str]) -> None:
+    def __init__(
+        self,
+        mode: str,
+        device: torch.device,
+        phase_names: list[str],
+        max_skipped_in_a_row: int = 50,
+    ) -> None:
         """``mode``: a resolved precision (no, bf16, fp16; see :func:`resolve_settings`)."""
         if mode == "fp16" and device.type != "cuda":
             raise ConfigError(
@@ -175,6 +181,8 @@ class Precision:
             name: torch.amp.GradScaler(device.type, enabled=use_scaler) for name in phase_names
         }
         self.skipped_steps = 0  # optimizer steps skipped by the fp16 scalers since start-up
+        self.skipped_in_a_row = 0
+        self.max_skipped_in_a_row = max_skipped_in_a_row
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -190,7 +198,9 @@ class Precision:
     def step(self, optimizers: list[torch.optim.Optimizer], phase: str) -> bool:
         """One step of each optimizer; False if the scaler skipped them (inf/NaN gradients under
         fp16). The scaler lowers its scale exactly when it found inf/NaN; skips are counted in
-        ``skipped_steps`` (logged as ``amp/skipped_steps``)."""
+        ``skipped_steps`` (logged as ``amp/skipped_steps``). A run whose steps are all skipped
+        ``max_skipped_in_a_row`` times in a row has diverged: it stops, rather than going on
+        without learning (and with no loss to log)."""
         scaler = self.scalers[phase]
         if not scaler.is_enabled():
             for optimizer in optimizers:
@@ -202,6 +212,13 @@ class Precision:
         scaler.update()
         applied = scaler.get_scale() >= before
         self.skipped_steps += not applied
+        self.skipped_in_a_row = 0 if applied else self.skipped_in_a_row + 1
+        if self.skipped_in_a_row >= self.max_skipped_in_a_row:
+            raise TrainingDiverged(
+                f"fp16: the last {self.skipped_in_a_row} optimizer steps were all skipped for "
+                f"inf/NaN gradients (loss scale now {scaler.get_scale():.3g}); lower the learning "
+                "rates, use train.precision=bf16, or resume from an earlier checkpoint"
+            )
         return applied
 
 

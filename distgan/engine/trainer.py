@@ -1,6 +1,7 @@
-"""The training loop. Read :func:`train` top to bottom: build the run → restore it from a
-checkpoint → for each step: one batch, the family's phases, EMA, then the interval actions (log,
-preview, evaluate, checkpoint) and the ranks' agreed stop check.
+"""The training loop. Read :func:`train` top to bottom: lock the run folder and decide how the
+run starts → build the run → restore it from a checkpoint → for each step: one batch, the
+family's phases, EMA, then the interval actions (log, preview, evaluate, checkpoint) and the
+ranks' agreed stop check.
 
 The trainer composes the other engine modules and knows nothing about any family: the family
 says what to optimise (networks, phases, losses, outputs; distgan/families/base.py).
@@ -11,10 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from accelerate.utils import broadcast_object_list
-
 from distgan.config import Config, to_yaml
-from distgan.engine import checkpoint
+from distgan.engine import checkpoint, rundir
 from distgan.engine.actions import Evaluate, LogScalars, Preview, SaveCheckpoint
 from distgan.engine.build import Run, build_run, start_processes
 from distgan.engine.reporting import RunLogger, setup_console_logging
@@ -30,8 +29,9 @@ def train(cfg: Config) -> Path:
     setup_console_logging(accelerator.process_index)
     for line in gather(describe(accelerator)):
         log.info("%s", line)
+    plan, lock = rundir.prepare(cfg, accelerator)
     run = build_run(cfg, accelerator, deepspeed_config)
-    resume(run)
+    resume(run, plan)
     reporter = open_reporter(run, "deepspeed" if deepspeed_config else None)
     actions = [
         LogScalars(reporter),
@@ -57,6 +57,8 @@ def train(cfg: Config) -> Path:
         run.data.close()
         stop.restore()
         reporter.close()
+        if lock is not None:
+            lock.release()
     if stopped is not None:
         log.warning("%s", stopped)
         # Every rank stops after the same step. The launcher kills the other ranks as soon as one
@@ -67,20 +69,19 @@ def train(cfg: Config) -> Path:
     return cfg.run_dir
 
 
-def resume(run: Run) -> None:
-    """Restore ``run`` from ``resume=PATH``, or with ``resume=auto`` from the newest checkpoint
-    in ``run.dir`` that loads (chosen by rank 0, then shared with every rank)."""
-    cfg = run.cfg
-    source = None
-    if cfg.resume not in ("auto", "never"):
-        source = Path(cfg.resume)
-    elif cfg.resume == "auto" and run.is_main:
-        found = checkpoint.latest_valid(cfg.run_dir)
-        source = found[0] if found else None
-    source = broadcast_object_list([source])[0]
-    if source is not None:
-        checkpoint.restore(run, checkpoint.load(source), source)
-        log.info("resumed from %s at step %d", source, run.step)
+def resume(run: Run, plan: rundir.Plan) -> None:
+    """Restore ``run`` from the checkpoint the plan chose (engine/rundir.py), if any: in its own
+    folder it continues the lineage and the W&B run; from another folder it starts new ones."""
+    run.run_id, run.parent = plan.run_id, plan.parent
+    if plan.source is None:
+        return
+    state = checkpoint.load(plan.source)
+    checkpoint.restore(run, state, plan.source)
+    if plan.same_wandb_run:
+        run.wandb_id = state.get("wandb_id")
+    if run.is_main:
+        rundir.trim_metrics(run.cfg.run_dir, run.step)  # the killed run's later rows recur
+    log.info("resumed from %s at step %d", plan.source, run.step)
 
 
 def open_reporter(run: Run, parallel: str | None) -> RunLogger:
@@ -98,6 +99,7 @@ def open_reporter(run: Run, parallel: str | None) -> RunLogger:
         start_images=run.images_seen,
         config={
             **cfg.model_dump(mode="json"),
+            "lineage": {"run_id": run.run_id, "parent": run.parent},
             "runtime": {
                 "world_size": run.world,
                 "parallel": parallel or ("ddp" if run.world > 1 else "none"),

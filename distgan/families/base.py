@@ -146,7 +146,7 @@ class Phase:
 class Section(BaseModel):
     """Base for a family's ``model:`` and ``loss:`` schemas (unknown keys are errors)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Family(ABC):

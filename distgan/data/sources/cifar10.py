@@ -10,10 +10,11 @@ Layers of Features from Tiny Images*, 2009.
 from __future__ import annotations
 
 import argparse
+import io
 import pickle
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,14 +30,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", default=None, help="keep only these, e.g. horse or horse,dog")
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what the real CIFAR-10 files hold: dicts, lists, byte strings, ints and
+    numpy arrays. Any other class or function named in the file (``os.system`` …) is refused,
+    never imported or called."""
+
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"),  # arrays, as pickled by numpy 1 (the original)
+        ("numpy._core.multiarray", "_reconstruct"),  # … and by numpy 2
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # byte strings in protocol-2 pickles written by Python 3
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+        return super().find_class(module, name)
+
+
 def read_batches(src: Path, names: list[str]) -> dict[str, dict[bytes, Any]]:
     """Unpickle the named batch files from the tar.gz or the extracted folder."""
 
     def unpickle(data: bytes, name: str) -> dict[bytes, Any]:
         try:
-            return pickle.loads(data, encoding="bytes")  # written by Python 2: byte-string keys
+            # written by Python 2: byte-string keys
+            batch = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
         except Exception as err:
-            raise ShardError(f"'{src}': {name} is not a CIFAR-10 pickle ({err})") from None
+            raise ShardError(
+                f"'{src}': {name} is not a CIFAR-10 pickle ({err}); the file was not loaded"
+            ) from None
+        if not isinstance(batch, dict):
+            raise ShardError(f"'{src}': {name} is not a CIFAR-10 batch (not a dict)")
+        return batch
 
     out = {}
     if src.is_file():
@@ -75,7 +101,27 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
     splits = ["train", "test"] if args.split == "all" else [args.split]
     names = [b for s in splits for b in BATCHES[s]]
     batches = read_batches(src, ["batches.meta", *names])
-    all_classes = [n.decode() for n in batches["batches.meta"][b"label_names"]]
+    try:
+        all_classes = [n.decode() for n in batches["batches.meta"][b"label_names"]]
+        items, classes = _items(args, names, batches, all_classes)
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise ShardError(
+            f"'{src}' does not hold CIFAR-10 batches as the official download does ({err!r}); "
+            "use cifar-10-python.tar.gz or its cifar-10-batches-py/ folder"
+        ) from None
+    opts = Options(size=args.size, crop="none", image_format=args.format, quality=args.quality)
+    meta = {"source": "cifar10", "split": args.split, "class_names": classes}
+    if classes != all_classes:
+        meta["class_subset_of"] = all_classes
+    return convert_items(items, args, opts, meta)
+
+
+def _items(
+    args: argparse.Namespace,
+    names: list[str],
+    batches: dict[str, dict[bytes, Any]],
+    all_classes: list[str],
+) -> tuple[list[Item], list[str]]:
     classes = pick_classes(all_classes, args.classes)
     new_label = {all_classes.index(n): i for i, n in enumerate(classes)}
 
@@ -96,8 +142,4 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
                         extra={"file": filename.decode()},
                     )
                 )
-    opts = Options(size=args.size, crop="none", image_format=args.format, quality=args.quality)
-    meta = {"source": "cifar10", "split": args.split, "class_names": classes}
-    if classes != all_classes:
-        meta["class_subset_of"] = all_classes
-    return convert_items(items, args, opts, meta)
+    return items, classes
