@@ -48,13 +48,20 @@ def dataset_info_for(cfg, args: argparse.Namespace) -> DatasetInfo:
     ``--resolution``, else the recipe's ``data.resolution``, else 64)."""
     from distgan.data.shards import ShardError, read_manifest
     from distgan.data.stream import dataset_info
+    from distgan.engine.build import transforms_of
 
+    shards = cfg.data.shards  # (named streams: the first one's shape stands for all)
+    folder = next(iter(shards.values())) if isinstance(shards, dict) else shards
     if args.resolution is None:
         try:
-            return dataset_info(read_manifest(cfg.data.shards))
+            return dataset_info(read_manifest(folder), transforms_of(cfg))
         except ShardError:
             args.resolution = cfg.data.resolution or 64
-    return DatasetInfo(args.resolution, args.channels, [str(i) for i in range(args.classes)], 0)
+    from distgan.families import get_family
+
+    paired = get_family(cfg.family).needs_pairs
+    classes = [str(i) for i in range(args.classes)]
+    return DatasetInfo(args.resolution, args.channels, classes, 0, paired=paired)
 
 
 def time_steps(

@@ -13,12 +13,13 @@ from typing import Any
 import torch
 
 from distgan.data.loader import held_out_transforms
+from distgan.data.shards import read_manifest
 from distgan.data.stream import held_out_batches
 from distgan.engine import checkpoint
 from distgan.engine.build import Run, evaluating, to_device, transforms_of
 from distgan.engine.reporting import RunLogger
 from distgan.errors import TrainingDiverged
-from distgan.evaluation import EvalContext, get_evaluator
+from distgan.evaluation import evaluate, get_evaluator
 
 log = logging.getLogger("distgan")
 
@@ -121,24 +122,24 @@ class Evaluate:
 
     def __init__(self, run: Run, reporter: RunLogger) -> None:
         self.reporter = reporter
-        self.evaluators = [get_evaluator(name)() for name in run.cfg.eval.metrics]
+        self.kinds = [get_evaluator(name) for name in run.cfg.eval.metrics]
+        if run.cfg.eval.every:  # a missing held-out folder fails now, not at the first evaluation
+            shards = run.cfg.eval.shards or run.cfg.data.shards
+            for folder in shards.values() if isinstance(shards, dict) else [shards]:
+                read_manifest(folder)
 
     def after_step(self, run: Run, logged: dict[str, torch.Tensor]) -> None:
-        every = run.cfg.eval.every
-        if not (every and due(run.step, every, run.cfg.train.steps)):
-            return
         cfg = run.cfg
+        if not (cfg.eval.every and due(run.step, cfg.eval.every, cfg.train.steps)):
+            return
         seed = cfg.train.seed * 7919 + run.rank + 104_729  # never the training noise's seed
         with evaluating(run.inference_nets()) as nets:
-            ctx = EvalContext(
-                family=run.family,
-                nets=nets,
-                batches=lambda: held_out(run, cfg.eval.n, cfg.eval.batch_size, run.rank, run.world),
-                generator=torch.Generator(run.device).manual_seed(seed),
-                device=run.device,
-                autocast=run.precision.autocast,
+            values = evaluate(
+                [kind(run.family, run.device) for kind in self.kinds],
+                run.family,
+                nets,
+                held_out(run, cfg.eval.n, cfg.eval.batch_size, run.rank, run.world),
+                torch.Generator(run.device).manual_seed(seed),
+                run.precision.autocast,
             )
-            values: dict[str, float] = {}
-            for evaluator in self.evaluators:
-                values.update(evaluator(ctx))
         self.reporter.record(run.step, values)

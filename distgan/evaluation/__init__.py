@@ -1,10 +1,10 @@
 """Evaluation during training (``eval.every``) and of checkpoints.
 
-An evaluator is a module here whose ``EVALUATOR`` class is called on **every** rank with an
-:class:`~distgan.evaluation.base.EvalContext` and returns figures named ``eval/…`` (the same on
-every rank: collectives are allowed and expected). ``eval.metrics`` lists the evaluators a run
-uses. The engine gives evaluators their own random generator and their own held-out stream and
-runs them on the networks in eval mode, so a run with evaluation trains exactly like one without.
+An evaluator is a module here whose ``EVALUATOR`` class (a :class:`base.Evaluator`) accumulates
+statistics of the outputs and real images of this rank's held-out batches and reduces them over
+the ranks into figures named ``eval/…``; ``eval.metrics`` lists the evaluators a run uses. The
+engine samples once per batch for all of them, on the networks in eval mode, with a generator
+and a held-out stream of their own, so a run with evaluation trains exactly like one without.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import importlib
 import pkgutil
 
 from distgan.errors import ConfigError
-from distgan.evaluation.base import EvalContext, Evaluator
+from distgan.evaluation.base import Evaluator, evaluate
 
 
 def evaluator_names() -> list[str]:
@@ -31,4 +31,4 @@ def get_evaluator(name: str) -> type[Evaluator]:
     return importlib.import_module(f"distgan.evaluation.{name}").EVALUATOR
 
 
-__all__ = ["EvalContext", "Evaluator", "evaluator_names", "get_evaluator"]
+__all__ = ["Evaluator", "evaluate", "evaluator_names", "get_evaluator"]

@@ -1,42 +1,60 @@
-"""What an evaluator gets from the engine, and what it returns."""
+"""The evaluator interface and the one pass over the held-out data that feeds every evaluator.
+
+An evaluator accumulates, on each rank, statistics of the outputs and the real images of that
+rank's held-out batches (``update``), then sums them over the ranks with one all-reduce and
+turns them into figures named ``eval/…`` (``finish``), the same on every rank.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 
 from distgan.families.base import Batch, Family, Nets
 
 
-@dataclass
-class EvalContext:
-    """One evaluation on one rank.
-
-    ``batches()`` yields this rank's share of the first ``eval.n`` held-out samples (every sample
-    on exactly one rank; the same samples at every evaluation); ``generator`` is this rank's,
-    seeded alike at every evaluation; ``nets`` are the networks outputs come from (EMA copies
-    where the family keeps them), in eval mode under ``torch.no_grad``.
-    """
-
-    family: Family
-    nets: Nets
-    batches: Callable[[], Iterator[Batch]]
-    generator: torch.Generator
-    device: torch.device
-    autocast: Callable[[], AbstractContextManager]
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor`` summed over all ranks (in place; a no-op with one process)."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(tensor)
-        return tensor
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over all ranks (in place; a no-op with one process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(tensor)
+    return tensor
 
 
-class Evaluator(Protocol):
-    """Called on every rank; returns figures named ``eval/…``, equal on every rank."""
+class Evaluator:
+    def __init__(self, family: Family, device: torch.device) -> None:
+        self.family = family
+        self.device = device
 
-    def __call__(self, ctx: EvalContext) -> dict[str, float]: ...
+    def update(self, outputs: torch.Tensor, references: torch.Tensor, batch: Batch) -> None:
+        """One batch: ``outputs`` of the family for it and the real ``references``, both RGB (or
+        gray) float32 images in [-1, 1]."""
+        raise NotImplementedError
+
+    def finish(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
+        """The figures, after summing this rank's statistics over all ranks with ``reduce``."""
+        raise NotImplementedError
+
+
+def evaluate(
+    evaluators: list[Evaluator],
+    family: Family,
+    nets: Nets,
+    batches: Iterator[Batch],
+    generator: torch.Generator,
+    autocast: Callable[[], AbstractContextManager],
+    reduce: Callable[[torch.Tensor], torch.Tensor] = all_reduce_sum,
+) -> dict[str, float]:
+    """Sample once per held-out batch (``nets`` in eval mode, no grad) and feed every evaluator;
+    every rank must call it (the evaluators' reductions are collectives)."""
+    for batch in batches:
+        references = family.reference(batch).float()
+        with autocast():
+            outputs = family.sample(nets, references.shape[0], generator, batch)
+        for evaluator in evaluators:
+            evaluator.update(outputs.float(), references, batch)
+    figures: dict[str, float] = {}
+    for evaluator in evaluators:
+        figures.update(evaluator.finish(reduce))
+    return figures

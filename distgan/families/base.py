@@ -11,7 +11,8 @@ evaluation). A family declares, as names and small objects:
 * ``inference``: the networks needed to produce outputs (what ``distgan export`` writes);
 * ``streams``: the named data streams it reads (``()``: one stream, ``data.shards: DIR``;
   ``("A", "B")``: ``data.shards: {A: DIR, B: DIR}``, batches ``{"A": {...}, "B": {...}}``);
-* ``needs_input``: ``sample`` translates a data batch (image-to-image) instead of drawing noise;
+* ``needs_input``: ``sample`` translates a data batch (image-to-image) instead of drawing noise
+  (and ``translate`` maps images of one domain to the other);
 * ``ModelConfig`` / ``LossConfig``: the schemas of its ``model:`` and ``loss:`` sections;
 * ``phases``: the optimisation schedule of one step, each a :class:`Phase`.
 
@@ -38,6 +39,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from distgan.data.stream import DatasetInfo
+from distgan.errors import ConfigError
 
 if TYPE_CHECKING:
     from distgan.config import Config
@@ -155,6 +157,7 @@ class Family(ABC):
     inference: ClassVar[tuple[str, ...]] = ()
     streams: ClassVar[tuple[str, ...]] = ()
     needs_input: ClassVar[bool] = False
+    needs_pairs: ClassVar[bool] = False  # its data must be paired (an image and its target)
     ModelConfig: ClassVar[type[Section]] = Section
     LossConfig: ClassVar[type[Section]] = Section
 
@@ -189,6 +192,11 @@ class Family(ABC):
         ``log.samples_per_class`` held-out samples for ``needs_input`` families, else None."""
         per_row = self.cfg.log.samples_per_class
         return self.sample(nets, per_row * per_row, generator, batch), per_row
+
+    def translate(self, nets: Nets, images: torch.Tensor, direction: str = "AtoB") -> torch.Tensor:
+        """Images in [-1, 1] (the network's input format) translated to the other domain, for
+        families that translate data (``distgan translate``)."""
+        raise ConfigError(f"family '{self.cfg.family}' does not translate images")
 
     def reference(self, batch: Batch) -> torch.Tensor:
         """The real images that ``sample(…, batch)`` should resemble (for evaluation)."""
