@@ -1,4 +1,5 @@
-"""The ``distgan`` command line: train | config | shards | sample | export | bench.
+"""The ``distgan`` command line: train | config | shards | sample | export | colorize |
+translate | bench.
 
 Every user mistake ends in one line on stderr that names the file, key or value and what to do,
 and a non-zero exit (2 for configuration mistakes).
@@ -117,6 +118,40 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply(args: argparse.Namespace, family: str, convert_with) -> int:
+    """Run ``convert_with(trained)`` over the input files (colorize, translate)."""
+    from distgan import apply, inference
+    from distgan.errors import ConfigError
+
+    trained = inference.load_trained(args.ckpt)
+    if family and trained.cfg.family != family:
+        raise ConfigError(
+            f"--ckpt {args.ckpt} is a '{trained.cfg.family}' model; `distgan {args.command}` "
+            f"takes a '{family}' one"
+        )
+    failed = apply.apply_to_files(args.images, Path(args.out), convert_with(trained), args.command)
+    for line in failed:
+        print(f"distgan: {line}", file=sys.stderr)
+    done = len(args.images) - len(failed)
+    print(f"distgan: wrote {done} images to {args.out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_colorize(args: argparse.Namespace) -> int:
+    from distgan import apply
+
+    return _apply(args, "colorize", lambda trained: lambda rgb: apply.colorize(trained, rgb))
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from distgan import apply
+
+    def convert_with(trained):
+        return lambda rgb: apply.translate(trained, rgb, args.direction)
+
+    return _apply(args, "", convert_with)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from distgan.bench import get_bench
 
@@ -204,6 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="trained weights, EMA copies, or both (default; EMA where the family keeps it)",
     )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("colorize", help="colorize photos with a colorization checkpoint")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("images", nargs="+", metavar="IMG", help="image files of any size and mode")
+    p.add_argument("--out", required=True, help="folder for OUT/<input stem>.png")
+    p.set_defaults(func=cmd_colorize)
+
+    p = sub.add_parser("translate", help="translate images with a pix2pix/CycleGAN checkpoint")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("images", nargs="+", metavar="IMG", help="image files of any size and mode")
+    p.add_argument("--out", required=True, help="folder for OUT/<input stem>.png")
+    p.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
+    p.set_defaults(func=cmd_translate)
 
     from distgan.bench import bench_names, get_bench
 

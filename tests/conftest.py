@@ -30,10 +30,12 @@ TINY_DCGAN = ["model.g_width=8", "model.d_width=8", "model.z_dim=16", "model.emb
 TINY_WGAN = ["model.g_channels=[16,8,8]", "model.d_channels=[8,8,8]", "model.z_dim=8"]
 TINY = [*TINY_RUN, *TINY_DCGAN]  # for digits-cdcgan
 
-# Tiny networks for each shipped recipe ("{32}"/"{64}": fixture shards at that resolution, made
-# by make_fixture_shards).
+# Tiny networks for each shipped recipe. "{name}" stands for a shard folder of
+# make_fixture_shards (str.format; literal braces doubled).
 _DCGAN = ["model.g_width=8", "model.d_width=8", "model.z_dim=8"]
 _RESNET = ["model.g_channels=[16,16,16,16]", "model.d_channels=[16,16,16,16]", "model.z_dim=8"]
+_COLORIZE = ["model.encoder=[8,8,8,8,8]", "model.decoder=[8,8,8,8]", "model.d_channels=[8,8,8,8]"]
+_EVAL = ["eval.n=8", "eval.batch_size=4"]  # evaluation once, at the end of the tiny runs
 TINY_RECIPES: dict[str, list[str]] = {
     "digits-wgangp": [
         f"data.shards={SHARDS}",
@@ -41,26 +43,65 @@ TINY_RECIPES: dict[str, list[str]] = {
         "model.d_channels=[8,8,8]",
     ],
     "digits-cdcgan": [f"data.shards={SHARDS}", *_DCGAN, "model.embed_dim=8"],
-    "celeba64-wgangp": ["{64}", "model.g_channels=[16,8,8,8]", "model.d_channels=[8,8,8,8]"],
-    "celeba64-dcgan": ["{64}", *_DCGAN],
+    "celeba64-wgangp": [
+        "data.shards={s64}",
+        "model.g_channels=[16,8,8,8]",
+        "model.d_channels=[8,8,8,8]",
+    ],
+    "celeba64-dcgan": ["data.shards={s64}", *_DCGAN],
     "celeba64-mlpgan": [
-        "{64}",
+        "data.shards={s64}",
         "model.base_channels=2",
         "model.conv_channels=8",
         "model.d_hidden=[16]",
     ],
-    "cifar10-dcgan": ["{32}", *_DCGAN],
-    "cifar10-horse-dcgan": ["{32}", *_DCGAN],
-    "cifar10-sngan": ["{32}", *_RESNET],
-    "cifar10-sagan": ["{32}", *_RESNET],
+    "cifar10-dcgan": ["data.shards={s32}", *_DCGAN],
+    "cifar10-horse-dcgan": ["data.shards={s32}", *_DCGAN],
+    "cifar10-sngan": ["data.shards={s32}", *_RESNET],
+    "cifar10-sagan": ["data.shards={s32}", *_RESNET],
+    "cifar10-colorize": ["data.shards={cifar10}", "eval.shards={cifar10}", *_COLORIZE, *_EVAL],
+    "places365-colorize": [
+        "data.shards={places365}",
+        "eval.shards={places365}",
+        "data.resolution=32",
+        *_COLORIZE,
+        "model.decoder_dropout=[0.5,0,0,0]",
+        *_EVAL,
+    ],
+    "photos-colorize": [*_COLORIZE, *_EVAL],  # the embedded shards/photos
+    "facades-pix2pix": [
+        "data.shards={facades}",
+        "eval.shards={facades}",
+        "data.resolution=64",
+        "model.width=8",
+        "model.downsamplings=6",
+        "model.d_channels=[8,8,8,8]",
+        *_EVAL,
+    ],
+    "horse2zebra-cyclegan": [
+        "data.shards={{A: {h2zA}, B: {h2zB}}}",
+        "eval.shards={{A: {h2zA}, B: {h2zB}}}",
+        "data.resolution=64",
+        "model.width=8",
+        "model.blocks=2",
+        "model.d_channels=[8,8,8,8]",
+        "loss.pool_size=3",
+        *_EVAL,
+    ],
 }
 
 
-def make_fixture_shards(root: Path) -> dict[int, Path]:
-    """Random uint8 RGB images at 32 and 64 px with 10 class names, 8 shards of 12 each."""
+def make_fixture_shards(root: Path) -> dict[str, Path]:
+    """Shard folders for the tiny recipes: random uint8 RGB images at 32 and 64 px with 10
+    class names (``s32``, ``s64``), and shards made by distgan's own converters from fixture
+    archives in the real download layouts (tests/formats.py): ``cifar10``, ``places365``
+    (32 px), ``facades`` (64 px pairs), ``h2zA``/``h2zB`` (64 px horse2zebra domains)."""
+    import formats
     import numpy as np
 
+    from distgan.cli import build_parser
     from distgan.data.shards import Sample, write_shards
+    from distgan.data.sources import SOURCES
 
     rng = np.random.default_rng(0)
     folders = {}
@@ -71,19 +112,73 @@ def make_fixture_shards(root: Path) -> dict[int, Path]:
         ]
         meta = dict(source="synthetic", split="train", resolution=res, channels=3)
         meta["class_names"] = [f"class{i}" for i in range(10)]
-        folders[res] = root / f"synthetic{res}"
-        write_shards(samples, folders[res], samples_per_shard=12, meta=meta)
+        folders[f"s{res}"] = root / f"synthetic{res}"
+        write_shards(samples, folders[f"s{res}"], samples_per_shard=12, meta=meta)
+
+    def convert(name: str, source: str, src: Path, *options: str) -> None:
+        folders[name] = root / name
+        argv = ["shards", source, "--src", str(src), "--out", str(folders[name]), *options]
+        SOURCES[source].convert(build_parser().parse_args([*argv, "--workers", "1"]))
+
+    downloads = root / "downloads"
+    convert(
+        "cifar10", "cifar10", formats.cifar10(downloads / "cifar10")[0], "--samples-per-shard", "8"
+    )
+    places = formats.places365(downloads / "places365")[0]
+    convert("places365", "places365", places, "--size", "32", "--samples-per-shard", "3")
+    facades = formats.facades(downloads / "facades", n=8)
+    convert("facades", "paired", facades, "--size", "64", "--samples-per-shard", "2")
+    horses = formats.cyclegan(downloads / "horse2zebra", n=6)
+    for domain in "AB":
+        options = ["--size", "64", "--samples-per-shard", "2", "--domain", domain]
+        convert(f"h2z{domain}", "unpaired", horses, *options)
     return folders
 
 
-def tiny_recipe(name: str, shards: dict[int, Path]) -> list[str]:
+def tiny_recipe(name: str, shards: dict[str, Path]) -> list[str]:
     """The overrides of TINY_RECIPES[name] with the fixture shard folders filled in."""
-    return [f"data.shards={shards[int(a[1:-1])]}" if a[0] == "{" else a for a in TINY_RECIPES[name]]
+    folders = {key: str(path) for key, path in shards.items()}
+    return [arg.format(**folders) for arg in TINY_RECIPES[name]]
+
+
+# The shared 2-process runs of every shipped recipe (fixture `trained`).
+STEPS, EVERY = 12, 4
+COMMON = [
+    "train.batch_size=4",
+    f"train.steps={STEPS}",
+    f"train.checkpoint_every={EVERY}",
+    "train.seed=3",
+    "log.every=3",
+    f"log.sample_every={STEPS}",
+    "log.samples_per_class=2",
+    "log.wandb=disabled",
+    "data.num_workers=1",
+    "data.shuffle_buffer=8",
+]
+
+
+def recipe_args(name: str, shards: dict[str, Path], run_dir: Path) -> list[str]:
+    return [*tiny_recipe(name, shards), *COMMON, f"run.dir={run_dir}"]
+
+
+@pytest.fixture(scope="session")
+def fixture_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_fixture_shards(tmp_path_factory.mktemp("shards"))
+
+
+@pytest.fixture(scope="session")
+def trained(fixture_shards: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """Every shipped recipe, trained by the real engine in ONE 2-process launch (see
+    tests/train_recipes.py): (runs folder, the launch's stderr)."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {name: recipe_args(name, fixture_shards, root / name) for name in TINY_RECIPES}
+    proc = run(train_recipes_cmd(2, runs), timeout=900)
+    return root, proc.stderr
 
 
 def train_recipes_cmd(processes: int, runs: dict[str, list[str]]) -> list[str]:
     """Train several recipes one after the other in the same processes (tests/train_recipes.py)."""
-    argv = [item for name, args in runs.items() for item in (name, " ".join(args))]
+    argv = [item for name, args in runs.items() for item in (name, "\n".join(args))]
     script = str(ROOT / "tests" / "train_recipes.py")
     if processes == 1:
         return [sys.executable, script, *argv]

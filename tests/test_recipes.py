@@ -13,54 +13,21 @@ import pytest
 import torch
 import yaml
 from conftest import (
+    EVERY,
+    STEPS,
     TINY_RECIPES,
     assert_bit_identical,
     final_weights,
     launch_cmd,
-    make_fixture_shards,
+    recipe_args,
     run,
     run_and_kill_after,
-    tiny_recipe,
-    train_recipes_cmd,
 )
 
 from distgan.cli import main
 from distgan.config import ConfigError, load_config, recipe_names
 from distgan.data.stream import DatasetInfo
 from distgan.families import get_family
-
-STEPS, EVERY = 12, 4
-COMMON = [
-    "train.batch_size=4",
-    f"train.steps={STEPS}",
-    f"train.checkpoint_every={EVERY}",
-    "train.seed=3",
-    "log.every=3",
-    f"log.sample_every={STEPS}",
-    "log.samples_per_class=2",
-    "log.wandb=disabled",
-    "data.num_workers=1",
-    "data.shuffle_buffer=8",
-]
-
-
-@pytest.fixture(scope="module")
-def fixture_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    return make_fixture_shards(tmp_path_factory.mktemp("shards"))
-
-
-def recipe_args(name: str, shards: dict[int, Path], run_dir: Path) -> list[str]:
-    return [*tiny_recipe(name, shards), *COMMON, f"run.dir={run_dir}"]
-
-
-@pytest.fixture(scope="module")
-def trained(fixture_shards: dict[int, Path], tmp_path_factory: pytest.TempPathFactory):
-    """Every shipped recipe, trained by the real engine in ONE 2-process launch (see
-    tests/train_recipes.py); digits-wgangp first (the resume test's reference)."""
-    root = tmp_path_factory.mktemp("runs")
-    runs = {name: recipe_args(name, fixture_shards, root / name) for name in TINY_RECIPES}
-    proc = run(train_recipes_cmd(2, runs), timeout=900)
-    return root, proc.stderr
 
 
 def test_the_table_covers_every_shipped_recipe() -> None:
@@ -77,9 +44,15 @@ def test_recipe_trains_with_2_processes_without_nan(name: str, trained) -> None:
     assert "global batch 8 = 4 × 2 processes" in section
     assert f"step {STEPS}: parameters identical on all 2 ranks" in section
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [3, 6, 9, 12]
+    scalars = [r for r in rows if "img_per_s" in r]
+    assert [r["step"] for r in scalars] == [3, 6, 9, 12]
     assert all(math.isfinite(v) for r in rows for v in r.values() if isinstance(v, float))
-    assert {"loss/D", "loss/G"} <= set(rows[-1])
+    assert sum(k.startswith("loss/") for k in scalars[-1]) >= 2, scalars[-1]
+    if load_config(name).eval.every:  # evaluated once, at the end, on both ranks
+        (figures,) = [r for r in rows if "img_per_s" not in r]
+        assert figures["step"] == STEPS and all(
+            k.startswith("eval/") for k in figures if k != "step"
+        )
     models = final_weights(run_dir, STEPS)
     assert all(torch.isfinite(t).all() for net in models.values() for t in net.values())
     assert (run_dir / "samples" / f"step-{STEPS:08d}.png").stat().st_size > 0
@@ -92,6 +65,18 @@ def test_sample_and_export_with_ema_and_raw_weights(name: str, trained, tmp_path
 
     ckpt = trained[0] / name / "checkpoints" / f"step-{STEPS:08d}.pt"
     state = torch.load(ckpt, weights_only=True)
+    family = get_family(load_config(name).family)
+    if not family.ema:  # samples its trained weights; asking for EMA copies is one line
+        out = tmp_path / "raw.npz"
+        assert main(["sample", "--ckpt", str(ckpt), "--n", "3", "--out", str(out)]) == 0
+        assert np.load(out)["images"].shape[0] == 3
+        argv = ["sample", "--ckpt", str(ckpt), "--weights", "ema", "--out", str(out)]
+        assert main(argv) == 2
+        export = tmp_path / "nets.safetensors"
+        assert main(["export", "--ckpt", str(ckpt), "--out", str(export)]) == 0
+        with safe_open(str(export), "pt") as f:
+            assert {k.split(".")[0] for k in f.keys()} == set(family.inference)  # noqa: SIM118
+        return
     outputs = {}
     for weights in ("ema", "raw"):
         out = tmp_path / f"{weights}.npz"
@@ -115,10 +100,15 @@ def test_sample_and_export_with_ema_and_raw_weights(name: str, trained, tmp_path
 
 
 @pytest.mark.slow
-def test_wgangp_2proc_resume_after_sigkill_is_bit_exact(trained, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["digits-wgangp", "horse2zebra-cyclegan"])
+def test_2proc_resume_after_sigkill_is_bit_exact(
+    name: str, trained, fixture_shards: dict[str, Path], tmp_path: Path
+) -> None:
+    """WGAN-GP (penalty, n_critic) and CycleGAN (two generators in one phase, image pools per
+    rank, linear lr decay) resume to the weights, pools and lr of the uninterrupted run."""
     root, _ = trained
     interrupted = tmp_path / "interrupted"
-    args = ["train", "digits-wgangp", *recipe_args("digits-wgangp", {}, interrupted)]
+    args = ["train", name, *recipe_args(name, fixture_shards, interrupted)]
     first = interrupted / "checkpoints" / f"step-{EVERY:08d}.pt"
     run_and_kill_after(launch_cmd(2, *args), first)
     assert not (interrupted / "checkpoints" / f"step-{STEPS:08d}.pt").exists()
@@ -126,11 +116,36 @@ def test_wgangp_2proc_resume_after_sigkill_is_bit_exact(trained, tmp_path: Path)
     match = re.search(r"resumed from \S+ at step (\d+)", resumed.stderr)
     assert match and EVERY <= int(match.group(1)) < STEPS, resumed.stderr[-3000:]
     # Reference: the uninterrupted run of the same command (in the shared launch).
-    assert_bit_identical(
-        final_weights(root / "digits-wgangp", STEPS), final_weights(interrupted, STEPS)
-    )
-    rows = [json.loads(x) for x in (interrupted / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["D/gp"] > 0 and rows[-1]["step"] == STEPS
+    assert_bit_identical(final_weights(root / name, STEPS), final_weights(interrupted, STEPS))
+    states = [
+        torch.load(d / "checkpoints" / f"step-{STEPS:08d}.pt", weights_only=True)
+        for d in (root / name, interrupted)
+    ]
+    assert _equal(*states, "optimizers")
+    assert _equal(*states, "family")
+    if name == "horse2zebra-cyclegan":
+        pools = [rank[side]["images"] for rank in states[1]["family"] for side in "AB"]
+        assert [len(p) for p in pools] == [3, 3, 3, 3]  # full, per rank and domain
+        lr = states[1]["optimizers"]["optimizers"]["G_AB"]["param_groups"][0]["lr"]
+        assert lr == pytest.approx(2e-4 * (1 - (STEPS - 1 - STEPS / 2) / (STEPS / 2)))
+    else:
+        rows = [json.loads(x) for x in (interrupted / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["D/gp"] > 0 and rows[-1]["step"] == STEPS
+
+
+def _equal(a: dict, b: dict, key: str) -> bool:
+    """Nested checkpoint entries equal, tensors bit for bit."""
+
+    def same(x, y) -> bool:
+        if isinstance(x, torch.Tensor):
+            return isinstance(y, torch.Tensor) and torch.equal(x, y)
+        if isinstance(x, dict):
+            return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        if isinstance(x, list | tuple):
+            return len(x) == len(y) and all(same(u, v) for u, v in zip(x, y, strict=True))
+        return x == y
+
+    return same(a[key], b[key])
 
 
 def test_config_shows_the_seed_values(capsys: pytest.CaptureFixture[str]) -> None:

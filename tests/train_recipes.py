@@ -6,7 +6,7 @@ shipped recipe in one launch. The process group is kept between runs (the engine
 ``end_training`` would destroy it). Usage, plainly (1 process) or under ``accelerate launch
 --config_file launch/cpu-2proc.yaml``::
 
-    tests/train_recipes.py RECIPE 'key=value key=value' [RECIPE '…' …]
+    tests/train_recipes.py RECIPE $'key=value\nkey=value' [RECIPE '…' …]   (one override a line)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from distgan.engine.trainer import train
 def main(argv: list[str]) -> None:
     PartialState.destroy_process_group = lambda self, group=None: None  # keep it for the next
     for name, overrides in zip(argv[::2], argv[1::2], strict=True):
-        run_dir = train(load_config(name, overrides.split()))
+        run_dir = train(load_config(name, overrides.split("\n")))
         print(f"trained {name} in {run_dir}", file=sys.stderr, flush=True)
 
 

@@ -4,10 +4,20 @@
 ``distgan shards SOURCE …`` (the shared ones come from ``_common.add_common_arguments``).
 """
 
-from distgan.data.sources import celeba, cifar10, digits, folder, paired, places365, unpaired
+from distgan.data.sources import (
+    celeba,
+    cifar10,
+    digits,
+    folder,
+    paired,
+    photos,
+    places365,
+    unpaired,
+)
 
 SOURCES = {
     "digits": digits,
+    "photos": photos,
     "cifar10": cifar10,
     "celeba": celeba,
     "places365": places365,
