@@ -17,6 +17,7 @@ Decisions are taken on rank 0 and shared, so every rank raises the same one-line
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -77,9 +78,18 @@ class RunDirLock:
             fcntl.flock(self.file, fcntl.LOCK_UN)
             self.file.close()
 
+    def __enter__(self) -> RunDirLock:
+        return self
 
-def prepare(cfg: Config, accelerator: Accelerator) -> tuple[Plan, RunDirLock | None]:
-    """Lock the run folder and decide how the run starts (rank 0), the same on every rank."""
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def prepare(
+    cfg: Config, accelerator: Accelerator
+) -> tuple[Plan, RunDirLock | contextlib.nullcontext]:
+    """Lock the run folder and decide how the run starts (rank 0), the same on every rank.
+    Returns the plan and the lock (a context manager; a no-op one on the other ranks)."""
     lock, plan, failure = None, None, None
     if accelerator.is_main_process:
         try:
@@ -95,7 +105,7 @@ def prepare(cfg: Config, accelerator: Accelerator) -> tuple[Plan, RunDirLock | N
     plan, failure = broadcast_object_list([plan, failure])
     if failure is not None:
         raise getattr(errors, failure[0])(failure[1])
-    return plan, lock
+    return plan, lock or contextlib.nullcontext()
 
 
 def _usable_folder(run_dir: Path) -> Path:

@@ -30,16 +30,30 @@ def train(cfg: Config) -> Path:
     for line in gather(describe(accelerator)):
         log.info("%s", line)
     plan, lock = rundir.prepare(cfg, accelerator)
-    run = build_run(cfg, accelerator, deepspeed_config)
-    resume(run, plan)
-    reporter = open_reporter(run, "deepspeed" if deepspeed_config else None)
+    with lock:  # released however the run ends (other ranks hold none)
+        run = build_run(cfg, accelerator, deepspeed_config)
+        resume(run, plan)
+        stopped = loop(run, open_reporter(run, "deepspeed" if deepspeed_config else None))
+    if stopped is not None:
+        log.warning("%s", stopped)
+        # Every rank stops after the same step. The launcher kills the other ranks as soon as one
+        # exits (non-zero), so none may exit before all have closed their logs and W&B run.
+        accelerator.wait_for_everyone()
+        raise stopped
+    accelerator.end_training()
+    return cfg.run_dir
+
+
+def loop(run: Run, reporter: RunLogger) -> StopTraining | None:
+    """Train to ``train.steps``, or to the ranks' agreed stop (signal, time limit): then one
+    checkpoint is written and the stop returned."""
     actions = [
         LogScalars(reporter),
         Preview(run, reporter),
         Evaluate(run, reporter),
         SaveCheckpoint(),
     ]
-    t = cfg.train
+    t = run.cfg.train
     stop = StopFlag(parse_duration(t.time_limit), t.stop_check_every, run.device)
     stopped: StopTraining | None = None
     try:
@@ -57,16 +71,7 @@ def train(cfg: Config) -> Path:
         run.data.close()
         stop.restore()
         reporter.close()
-        if lock is not None:
-            lock.release()
-    if stopped is not None:
-        log.warning("%s", stopped)
-        # Every rank stops after the same step. The launcher kills the other ranks as soon as one
-        # exits (non-zero), so none may exit before all have closed their logs and W&B run.
-        accelerator.wait_for_everyone()
-        raise stopped
-    accelerator.end_training()
-    return cfg.run_dir
+    return stopped
 
 
 def resume(run: Run, plan: rundir.Plan) -> None:
