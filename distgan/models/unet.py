@@ -35,6 +35,21 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"norm must be batch, instance or none, not {kind!r}")
 
 
+def unet_forward(
+    x: torch.Tensor, down: nn.ModuleList, up: nn.ModuleList, head: nn.Module
+) -> torch.Tensor:
+    """Encoder layers, then decoder layers whose outputs are concatenated with the mirrored
+    encoder outputs (the bottleneck is not a skip), then the head."""
+    skips = []
+    for layer in down:
+        x = layer(x)
+        skips.append(x)
+    skips.pop()
+    for layer in up:
+        x = torch.cat([layer(x), skips.pop()], dim=1)
+    return head(x)
+
+
 class ColorizationUNet(nn.Module):
     def __init__(
         self,
@@ -88,14 +103,7 @@ class ColorizationUNet(nn.Module):
         dcgan_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = []
-        for layer in self.down:
-            x = layer(x)
-            features.append(x)
-        features.pop()  # the bottleneck is not a skip
-        for layer in self.up:
-            x = torch.cat([layer(x), features.pop()], dim=1)
-        return self.head(x)
+        return unet_forward(x, self.down, self.up, self.head)
 
 
 class Pix2PixUNet(nn.Module):
@@ -146,14 +154,7 @@ class Pix2PixUNet(nn.Module):
         dcgan_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = []
-        for layer in self.down:
-            x = layer(x)
-            features.append(x)
-        x = features.pop()
-        for layer in self.up:
-            x = torch.cat([layer(x), features.pop()], dim=1)
-        return self.head(x)
+        return unet_forward(x, self.down, self.up, self.head)
 
 
 class PatchDiscriminator(nn.Module):
