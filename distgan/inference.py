@@ -51,10 +51,7 @@ class Trained:
 
     def nets(self, weights: str) -> Nets:
         """All networks, with the EMA copies in place of the trained ones for ``weights="ema"``."""
-        use_ema = weights == "ema"
-        return Nets(
-            {n: self.ema[n] if use_ema and n in self.ema else m for n, m in self.networks.items()}
-        )
+        return Nets.for_outputs(self.networks, self.ema, use_ema=weights == "ema")
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:

@@ -100,10 +100,7 @@ class Run:
     def inference_nets(self, weights: str = "ema") -> Nets:
         """The networks for outputs: EMA copies where the family keeps them (``weights="ema"``),
         else the trained ones."""
-        use_ema = weights == "ema"
-        return Nets(
-            {n: self.ema[n] if use_ema and n in self.ema else m for n, m in self.networks.items()}
-        )
+        return Nets.for_outputs(self.networks, self.ema, use_ema=weights == "ema")
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -122,7 +119,7 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def evaluating(nets: Nets) -> Iterator[Nets]:
     """Networks in eval mode (BatchNorm statistics frozen, no dropout, no spectral-norm power
     iteration), restored afterwards: previews and evaluation change no training state."""
-    modules = [nets.raw(name) for name in nets._plain]
+    modules = [nets.raw(name) for name in nets]
     modes = [m.training for m in modules]
     for m in modules:
         m.eval()

@@ -30,7 +30,7 @@ outputs are compared with), and ``state_dict``/``load_state_dict`` for state of 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -75,8 +75,19 @@ class Nets:
             return self._plain[name]
         raise AttributeError(f"no network named '{name}' (networks: {', '.join(self._plain)})")
 
+    @classmethod
+    def for_outputs(
+        cls, networks: dict[str, nn.Module], ema: dict[str, nn.Module], use_ema: bool
+    ) -> Nets:
+        """The networks outputs come from: each one's EMA copy where it is kept and ``use_ema``,
+        else the trained network (previews, evaluation, ``distgan sample``)."""
+        return cls({n: ema[n] if use_ema and n in ema else m for n, m in networks.items()})
+
     def __contains__(self, name: str) -> bool:
         return name in self._plain
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._plain)
 
     def raw(self, name: str) -> nn.Module:
         """The plain module of ``name`` (never the DDP wrapper)."""
