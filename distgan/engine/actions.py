@@ -90,12 +90,13 @@ def held_out(run: Run, n: int, batch_size: int, rank: int, world: int) -> Iterat
 
 class Preview:
     """Every ``log.sample_every`` steps (rank 0, no collectives): the family's preview grid from
-    fixed noise and, for families that translate data, a fixed batch of held-out samples."""
+    fixed noise and, for families that translate data or preview it (``previews_data``), a fixed
+    batch of held-out samples."""
 
     def __init__(self, run: Run, reporter: RunLogger) -> None:
         self.reporter = reporter
         self.batch = None
-        if run.is_main and run.family.needs_input:
+        if run.is_main and (run.family.needs_input or run.family.previews_data):
             n = run.cfg.log.samples_per_class
             self.batch = next(held_out(run, n, n, rank=0, world=1))
 

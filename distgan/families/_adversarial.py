@@ -190,7 +190,18 @@ class AdversarialFamily(Family):
                     self.data.num_classes, (n,), device=device, generator=generator
                 )
             labels = labels[:n].to(device)
-        return nets.G(z, labels)
+        return self.decode(nets, z, labels)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.hp.z_dim
+
+    def decode(
+        self, nets: Nets, z: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.conditional and labels is None:
+            raise ConfigError(f"recipe {self.cfg.name} is class-conditional: give labels")
+        return nets.G(z, labels if self.conditional else None)
 
     def preview(
         self, nets: Nets, batch: Batch | None, generator: torch.Generator

@@ -13,6 +13,8 @@ evaluation). A family declares, as names and small objects:
   ``("A", "B")``: ``data.shards: {A: DIR, B: DIR}``, batches ``{"A": {...}, "B": {...}}``);
 * ``needs_input``: ``sample`` translates a data batch (image-to-image) instead of drawing noise
   (and ``translate`` maps images of one domain to the other);
+* ``previews_data``: ``preview`` receives a fixed batch of held-out images (e.g. a VAE's
+  reconstructions), as ``needs_input`` families do;
 * ``ModelConfig`` / ``LossConfig``: the schemas of its ``model:`` and ``loss:`` sections;
 * ``phases``: the optimisation schedule of one step, each a :class:`Phase`.
 
@@ -25,6 +27,11 @@ Everything else has a default: ``sample`` (outputs for ``distgan sample`` and ev
 ``preview`` (the grid logged every ``log.sample_every`` steps), ``reference`` (the real images
 outputs are compared with), and ``state_dict``/``load_state_dict`` for state of the family's own
 (e.g. CycleGAN's image pools), saved per rank in every checkpoint.
+
+Families whose outputs come from a latent vector also describe their latent space, for
+``distgan latent`` and ``distgan.load``: ``latent_dim`` and ``decode`` (then ``sample`` draws
+z ~ N(0, I) and decodes it), ``encode`` where they have an encoder (VAE), and ``latent_layers``
+where groups of latent dimensions act on one layer each (EigenGAN).
 """
 
 from __future__ import annotations
@@ -156,6 +163,16 @@ class Phase:
             object.__setattr__(self, "trains", (self.trains,))
 
 
+@dataclass(frozen=True)
+class LatentLayer:
+    """Latent dimensions ``dims`` of z act on one layer; ``importance`` [len] orders them
+    (EigenGAN: |L|, the learned scale of each basis direction)."""
+
+    name: str
+    dims: slice
+    importance: torch.Tensor
+
+
 class Section(BaseModel):
     """Base for a family's ``model:`` and ``loss:`` schemas (unknown keys are errors)."""
 
@@ -169,6 +186,7 @@ class Family(ABC):
     streams: ClassVar[tuple[str, ...]] = ()
     needs_input: ClassVar[bool] = False
     needs_pairs: ClassVar[bool] = False  # its data must be paired (an image and its target)
+    previews_data: ClassVar[bool] = False  # preview() receives a held-out batch
     ModelConfig: ClassVar[type[Section]] = Section
     LossConfig: ClassVar[type[Section]] = Section
 
@@ -193,8 +211,33 @@ class Family(ABC):
         self, nets: Nets, n: int, generator: torch.Generator, batch: Batch | None = None
     ) -> torch.Tensor:
         """``n`` output images in [-1, 1], conditioned on ``batch`` where the family uses it
-        (labels for conditional GANs, input images for ``needs_input`` families)."""
-        raise NotImplementedError(f"family '{self.cfg.family}' does not sample")
+        (labels for conditional GANs, input images for ``needs_input`` families). By default:
+        ``decode`` of z ~ N(0, I) drawn from ``generator`` (one ``[n, latent_dim]`` draw, so
+        the latent of sample k of seed s is ``randn(n, latent_dim)[k]`` of that seed)."""
+        if not self.latent_dim:
+            raise NotImplementedError(f"family '{self.cfg.family}' does not sample")
+        z = torch.randn(n, self.latent_dim, device=generator.device, generator=generator)
+        return self.decode(nets, z)
+
+    # ------------------------------------------------------------------ the latent space
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of the latent vector ``decode`` takes (0: outputs do not come from one)."""
+        return 0
+
+    def decode(self, nets: Nets, z: torch.Tensor, labels: torch.Tensor | None = None):
+        """Images in [-1, 1] from latent vectors ``z`` [N, latent_dim] (and class labels for
+        conditional models)."""
+        raise ConfigError(f"family '{self.cfg.family}' has no latent space")
+
+    def encode(self, nets: Nets, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ²) of q(z | x) for images in [-1, 1], for families with an encoder."""
+        raise ConfigError(f"family '{self.cfg.family}' has no encoder (a VAE has one)")
+
+    def latent_layers(self, nets: Nets) -> list[LatentLayer]:
+        """The groups of latent dimensions that each act on one layer (EigenGAN)."""
+        raise ConfigError(f"family '{self.cfg.family}' has no layer-wise latent dimensions")
 
     def preview(
         self, nets: Nets, batch: Batch | None, generator: torch.Generator
