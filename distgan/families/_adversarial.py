@@ -110,7 +110,7 @@ class AdversarialFamily(Family):
         return batch.get("label") if self.conditional else None
 
     def fake(self, G: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
-        z = ctx.randn(batch["image"].shape[0], self.hp.z_dim)
+        z = ctx.randn(batch["image"].shape[0], self.latent_dim)
         return ctx.compiled(G)(z, self.label(batch))
 
     def instance_noise(self, images: torch.Tensor, ctx: StepContext) -> torch.Tensor:
@@ -181,7 +181,7 @@ class AdversarialFamily(Family):
         """``n`` images from fresh noise; conditional models use ``batch["label"]`` if given,
         else random labels."""
         device = generator.device
-        z = torch.randn(n, self.hp.z_dim, device=device, generator=generator)
+        z = torch.randn(n, self.latent_dim, device=device, generator=generator)
         labels = None
         if self.conditional:
             labels = (batch or {}).get("label")
