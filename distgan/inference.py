@@ -55,7 +55,19 @@ class Trained:
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:
-    state = checkpoint.load(path)
+    """A checkpoint file, or a run folder (its newest usable checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        run_dir = path.parent if path.name == "checkpoints" else path
+        found = checkpoint.latest_valid(run_dir)
+        if found is None:
+            raise checkpoint.CheckpointError(
+                f"no usable checkpoint in '{run_dir}/checkpoints'; give a step-*.pt file or a "
+                "run folder that has one"
+            )
+        path, state = found
+    else:
+        state = checkpoint.load(path)
     cfg = validate(state["config"])
     family = get_family(cfg.family)(
         cfg, {name: DatasetInfo(**info) for name, info in state["data_info"].items()}
