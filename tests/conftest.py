@@ -35,6 +35,8 @@ TINY = [*TINY_RUN, *TINY_DCGAN]  # for digits-cdcgan
 _DCGAN = ["model.g_width=8", "model.d_width=8", "model.z_dim=8"]
 _RESNET = ["model.g_channels=[16,16,16,16]", "model.d_channels=[16,16,16,16]", "model.z_dim=8"]
 _COLORIZE = ["model.encoder=[8,8,8,8,8]", "model.decoder=[8,8,8,8]", "model.d_channels=[8,8,8,8]"]
+_VAE = ["model.encoder=[8,8,8]", "model.decoder=[8,8]", "model.z_dim=4"]
+_EIGEN = ["model.eps_dim=8", "model.width=0.125", "model.max_channels=16", "model.d_fc=16"]
 _EVAL = ["eval.n=8", "eval.batch_size=4"]  # evaluation once, at the end of the tiny runs
 TINY_RECIPES: dict[str, list[str]] = {
     "digits-wgangp": [
@@ -78,6 +80,10 @@ TINY_RECIPES: dict[str, list[str]] = {
         "model.d_channels=[8,8,8,8]",
         *_EVAL,
     ],
+    "digits-vae": [f"data.shards={SHARDS}", *_VAE],
+    "celeba128-vae": ["data.shards={celeba}", "data.resolution=32", *_VAE],
+    "digits-eigengan": [f"data.shards={SHARDS}", *_EIGEN],
+    "celeba64-eigengan": ["data.shards={celeba}", "data.resolution=32", *_EIGEN],
     "horse2zebra-cyclegan": [
         "data.shards={{A: {h2zA}, B: {h2zB}}}",
         "eval.shards={{A: {h2zA}, B: {h2zB}}}",
@@ -95,7 +101,8 @@ def make_fixture_shards(root: Path) -> dict[str, Path]:
     """Shard folders for the tiny recipes: random uint8 RGB images at 32 and 64 px with 10
     class names (``s32``, ``s64``), and shards made by distgan's own converters from fixture
     archives in the real download layouts (tests/formats.py): ``cifar10``, ``places365``
-    (32 px), ``facades`` (64 px pairs), ``h2zA``/``h2zB`` (64 px horse2zebra domains)."""
+    (32 px), ``celeba`` (32 px, 40 attributes), ``facades`` (64 px pairs), ``h2zA``/``h2zB``
+    (64 px horse2zebra domains)."""
     import formats
     import numpy as np
 
@@ -128,6 +135,8 @@ def make_fixture_shards(root: Path) -> dict[str, Path]:
     convert("places365", "places365", places, "--size", "32", "--samples-per-shard", "3")
     facades = formats.facades(downloads / "facades", n=8)
     convert("facades", "paired", facades, "--size", "64", "--samples-per-shard", "2")
+    celeba = formats.celeba(downloads / "celeba", n=16)[0]
+    convert("celeba", "celeba", celeba, "--size", "32", "--samples-per-shard", "4")
     horses = formats.cyclegan(downloads / "horse2zebra", n=6)
     for domain in "AB":
         options = ["--size", "64", "--samples-per-shard", "2", "--domain", domain]
