@@ -1,5 +1,5 @@
 """The ``distgan`` command line: train | config | shards | sample | export | colorize |
-translate | bench.
+translate | latent | bench.
 
 Every user mistake ends in one line on stderr that names the file, key or value and what to do,
 and a non-zero exit (2 for configuration mistakes).
@@ -252,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for OUT/<input stem>.png")
     p.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
     p.set_defaults(func=cmd_translate)
+
+    from distgan.latent.commands import add_parser as add_latent_parser
+
+    add_latent_parser(sub)
 
     from distgan.bench import bench_names, get_bench
 
