@@ -183,6 +183,21 @@ class LogConfig(_Section):
     )
 
 
+# figures eval.best can track → (the eval.metrics entry that computes it, higher is better)
+BEST = {
+    "fid": ("fid", False),
+    "kid": ("kid", False),
+    "is": ("is", True),
+    "precision": ("pr", True),
+    "recall": ("pr", True),
+    "digits_accuracy": ("digits", True),
+    "digits_fd": ("digits", False),
+    "moments_distance": ("moments", False),
+    "ab_l1": ("colorization", False),
+    "psnr": ("l1_psnr", True),
+}
+
+
 class EvalConfig(_Section):
     every: int = Field(0, ge=0, description="evaluate every N steps and at the end; 0: never")
     n: int = Field(500, ge=1, description="samples per evaluation, over all ranks")
@@ -190,6 +205,15 @@ class EvalConfig(_Section):
     batch_size: int = Field(100, ge=1, description="per process")
     shards: str | dict[str, str] | None = Field(
         None, description="held-out shards (like data.shards); default: data.shards"
+    )
+    extractor: Literal["inception", "random"] = Field(
+        "inception", description="features of fid/kid/is/pr (random: weights-free fallback)"
+    )
+    weights: str | None = Field(
+        None, description="Inception weights file (default: $DISTGAN_INCEPTION); never fetched"
+    )
+    best: str | None = Field(
+        None, description="keep checkpoints/best.pt at the best value of this figure, e.g. fid"
     )
 
 
@@ -347,10 +371,15 @@ def validate(raw: dict[str, Any]) -> Config:
                 else "{" + ", ".join(f"{s}: DIR" for s in family.streams) + "}"
             )
             raise ConfigError(f"{key}: family '{cfg.family}' reads {want}, not {shards!r}")
-    from distgan.evaluation import get_evaluator
+    from distgan.evaluation import check_metric
 
     for name in cfg.eval.metrics:
-        get_evaluator(name)  # one line naming the valid ones if unknown
+        check_metric(name)  # one line naming the valid ones if unknown
+    best = cfg.eval.best
+    if best and best not in BEST:
+        raise ConfigError(f"eval.best={best}: one of {', '.join(sorted(BEST))}")
+    if best and BEST[best][0] not in cfg.eval.metrics:
+        raise ConfigError(f"eval.best={best} needs '{BEST[best][0]}' in eval.metrics")
     return cfg
 
 

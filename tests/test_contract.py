@@ -6,6 +6,7 @@ bit-exactly after SIGKILL with 2 processes; evaluation during training changes n
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -137,19 +138,27 @@ def test_asking_for_ema_weights_of_a_family_without_ema_is_one_line(
 @pytest.mark.slow
 def test_evaluation_changes_no_weight_and_is_logged(tmp_path: Path) -> None:
     """2 processes: the same run with and without evaluation every 5 steps (45 held-out
-    samples: an odd count over 2 ranks) ends bit-identical; the figures reach metrics.jsonl and
-    the offline W&B run."""
+    samples: an odd count over 2 ranks; every metric, the random-network features for FID/KID/PR)
+    ends bit-identical; the figures reach metrics.jsonl and the offline W&B run, and
+    checkpoints/best.pt holds the state at the best class accuracy."""
     common = ["train", "digits-cdcgan", *TINY, "train.steps=20", "train.checkpoint_every=20"]
     common += ["train.precision=no", "log.wandb=offline"]
     plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
-    run(launch_cmd(2, *common, f"run.dir={plain}"))
-    run(launch_cmd(2, *common, f"run.dir={evaluated}", "eval.every=5", "eval.n=45"))
+    run(launch_cmd(2, *common, f"run.dir={plain}", "eval.every=0"))
+    metrics = ["eval.metrics=[moments,digits,fid,kid,pr]", "eval.extractor=random"]
+    run(launch_cmd(2, *common, f"run.dir={evaluated}", "eval.every=5", "eval.n=45", *metrics))
     assert_bit_identical(final_weights(plain, 20), final_weights(evaluated, 20))
 
     rows = [json.loads(x) for x in (evaluated / "metrics.jsonl").read_text().splitlines()]
     figures = [r for r in rows if "eval/moments_distance" in r]
     assert [r["step"] for r in figures] == [5, 10, 15, 20]
     assert all(r["eval/images"] == 45 and r["eval/moments_distance"] > 0 for r in figures)
+    for key in ("fid", "kid", "precision", "recall", "digits_fd", "digits_accuracy"):
+        assert all(math.isfinite(r[f"eval/{key}"]) for r in figures), key
+    best = torch.load(evaluated / "checkpoints" / "best.pt", weights_only=True)["best"]
+    accuracy = {r["step"]: r["eval/digits_accuracy"] for r in figures}
+    assert best["metric"] == "digits_accuracy" and best["value"] == max(accuracy.values())
+    assert accuracy[best["step"]] == best["value"]
     (folder,) = list((evaluated / "wandb").glob("offline-run-*"))
     history = read_offline_run(folder)["history"]
     logged = [row["_step"] for row in history if "eval/moments_distance" in row]
@@ -200,7 +209,7 @@ def test_schedules_are_pure_functions_of_the_step() -> None:
         (["optim.G.lrr=1"], "unknown key 'optim.G.lrr' (did you mean 'lr'?)"),
         (["loss.cycle_weight=3"], "unknown key 'loss.cycle_weight'"),
         (["data.shards={A: x, B: y}"], "data.shards: family 'dcgan' reads one folder"),
-        (["eval.metrics=[fid9]"], "eval.metrics: unknown evaluator 'fid9'"),
+        (["eval.metrics=[fid9]"], "eval.metrics: unknown metric 'fid9'"),
         (["family=nosuch.module"], "family 'nosuch.module' cannot be imported"),
     ],
 )

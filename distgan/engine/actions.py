@@ -18,8 +18,9 @@ from distgan.data.stream import held_out_batches
 from distgan.engine import checkpoint
 from distgan.engine.build import Run, evaluating, to_device, transforms_of
 from distgan.engine.reporting import RunLogger
+from distgan.engine.runtime import broadcast_buffers
 from distgan.errors import TrainingDiverged
-from distgan.evaluation import evaluate, get_evaluator
+from distgan.evaluation import build_evaluators, evaluate
 
 log = logging.getLogger("distgan")
 
@@ -66,7 +67,17 @@ class LogScalars:
 def held_out(run: Run, n: int, batch_size: int, rank: int, world: int) -> Iterator[dict[str, Any]]:
     """Batches of the first ``n`` held-out samples (``eval.shards``, else ``data.shards``) that
     ``rank`` of ``world`` takes, on the device (``{name: batch}`` for named streams)."""
-    cfg = run.cfg
+    return held_out_of(run.cfg, run.device, run.settings, n, batch_size, rank, world)
+
+
+def evaluation_seed(cfg, rank: int) -> int:
+    """The seed of a rank's evaluation noise: never the training noise's seed."""
+    return cfg.train.seed * 7919 + rank + 104_729
+
+
+def held_out_of(
+    cfg, device: torch.device, settings, n: int, batch_size: int, rank: int, world: int
+) -> Iterator[dict[str, Any]]:
     shards = cfg.eval.shards or cfg.data.shards
     folders = shards if isinstance(shards, dict) else {"": shards}
     streams = {
@@ -83,9 +94,7 @@ def held_out(run: Run, n: int, batch_size: int, rank: int, world: int) -> Iterat
     }
     for batches in zip(*streams.values(), strict=False):
         batch = dict(zip(streams, batches, strict=True))
-        yield run.settings.batch(
-            to_device(batch if isinstance(shards, dict) else batch[""], run.device)
-        )
+        yield settings.batch(to_device(batch if isinstance(shards, dict) else batch[""], device))
 
 
 class Preview:
@@ -123,20 +132,23 @@ class Evaluate:
 
     def __init__(self, run: Run, reporter: RunLogger) -> None:
         self.reporter = reporter
-        self.kinds = [get_evaluator(name) for name in run.cfg.eval.metrics]
-        if run.cfg.eval.every:  # a missing held-out folder fails now, not at the first evaluation
+        self.best = BestCheckpoint(run)
+        if run.cfg.eval.every:  # missing held-out shards or weights fail now, not later
             shards = run.cfg.eval.shards or run.cfg.data.shards
             for folder in shards.values() if isinstance(shards, dict) else [shards]:
                 read_manifest(folder)
+            build_evaluators(run.cfg.eval.metrics, run.family, run.device)
 
     def after_step(self, run: Run, logged: dict[str, torch.Tensor]) -> None:
         cfg = run.cfg
         if not (cfg.eval.every and due(run.step, cfg.eval.every, cfg.train.steps)):
             return
-        seed = cfg.train.seed * 7919 + run.rank + 104_729  # never the training noise's seed
-        with evaluating(run.inference_nets()) as nets:
+        seed = evaluation_seed(cfg, run.rank)
+        outputs = run.inference_nets()
+        broadcast_buffers([outputs.raw(name) for name in outputs])  # the checkpoint's statistics
+        with evaluating(outputs) as nets:
             values = evaluate(
-                [kind(run.family, run.device) for kind in self.kinds],
+                build_evaluators(cfg.eval.metrics, run.family, run.device),
                 run.family,
                 nets,
                 held_out(run, cfg.eval.n, cfg.eval.batch_size, run.rank, run.world),
@@ -144,3 +156,41 @@ class Evaluate:
                 run.precision.autocast,
             )
         self.reporter.record(run.step, values)
+        self.best.update(run, values)
+
+
+class BestCheckpoint:
+    """``checkpoints/best.pt``: the run's state at its best ``eval.best`` figure so far (lower
+    FID/KID/FD, higher accuracy/IS/…), with ``best: {metric, value, step}`` in it; never pruned,
+    and its value survives a resume (read back from the file)."""
+
+    def __init__(self, run: Run) -> None:
+        from distgan.config import BEST
+
+        self.metric = run.cfg.eval.best
+        self.higher = BEST[self.metric][1] if self.metric else False
+        self.path = checkpoint.checkpoint_dir(run.cfg.run_dir) / "best.pt"
+        self.value: float | None = None
+        if self.metric and self.path.is_file():
+            try:
+                kept = checkpoint.load(self.path).get("best", {})
+            except checkpoint.CheckpointError as err:
+                log.warning("ignoring %s", err)
+                kept = {}
+            if kept.get("metric") == self.metric:
+                self.value = kept["value"]
+
+    def update(self, run: Run, values: dict[str, float]) -> None:
+        key = f"eval/{self.metric}"
+        if not self.metric or key not in values:
+            return
+        value = values[key]
+        better = self.value is None or (value > self.value if self.higher else value < self.value)
+        if better:
+            best = {"metric": self.metric, "value": value, "step": run.step}
+            checkpoint.save(run, self.path, extra={"best": best})
+            self.value = value
+            if run.is_main:
+                log.info(
+                    "step %d: best %s so far (%.4g): %s", run.step, self.metric, value, self.path
+                )

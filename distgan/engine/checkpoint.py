@@ -262,9 +262,11 @@ def nonfinite(modules: dict[str, torch.nn.Module]) -> list[str]:
     return [name for name, module in modules.items() if not _finite(module.state_dict())]
 
 
-def save(run: Run) -> None:
+def save(run: Run, path: Path | None = None, extra: dict[str, Any] | None = None) -> None:
     """Write ``run``'s checkpoint (rank 0) and keep the last ``run.keep_last`` of its lineage;
-    all ranks call it, and all raise the same one-line error if it cannot be written."""
+    all ranks call it, and all raise the same one-line error if it cannot be written. ``path``:
+    another file than ``checkpoints/step-N.pt`` (e.g. ``best.pt``: then nothing is pruned), with
+    ``extra`` entries in it."""
     run_dir = run.cfg.run_dir
     bad = sorted(set().union(*gather(nonfinite(all_networks(run)))))
     if bad:
@@ -277,12 +279,13 @@ def save(run: Run) -> None:
     state = collect(run)
     failure = None
     if state is not None:
-        path = checkpoint_path(run_dir, run.step)
+        target = path or checkpoint_path(run_dir, run.step)
         try:
-            save_atomic(state, path)
-            prune(run_dir, run.cfg.run.keep_last, run.run_id)
+            save_atomic({**state, **(extra or {})}, target)
+            if path is None:
+                prune(run_dir, run.cfg.run.keep_last, run.run_id)
         except (OSError, RuntimeError) as err:
-            failure = _write_failure(path, err)
+            failure = _write_failure(target, err)
     failure = broadcast_object_list([failure])[0]
     if failure is not None:
         raise CheckpointError(failure)

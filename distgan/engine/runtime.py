@@ -48,7 +48,7 @@ CPU_TRAP = (
 )
 
 
-def _fell_into_cpu_trap() -> bool:
+def fell_into_cpu_trap() -> bool:
     """accelerate's --cpu launcher sets MASTER_ADDR only when asked for several processes, yet
     starts one process without WORLD_SIZE: that combination is the trap."""
     env = os.environ
@@ -70,7 +70,7 @@ def process_accelerator(collective_timeout: float) -> Accelerator:
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
-    if _fell_into_cpu_trap():
+    if fell_into_cpu_trap():
         raise LaunchError(CPU_TRAP)
     accelerator = process_accelerator(cfg.train.collective_timeout)
     asked = requested_world_size(cfg)
@@ -92,6 +92,17 @@ def describe(accelerator: Accelerator) -> str:
         f"backend={backend} device={accelerator.device} "
         f"type={accelerator.distributed_type.value} threads={torch.get_num_threads()}"
     )
+
+
+def broadcast_buffers(modules: list[torch.nn.Module]) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank. DDP broadcasts a trained network's
+    buffers at its next forward, but between steps each rank holds the statistics of its own last
+    batch (and so do the EMA copies): evaluation uses rank 0's, the ones checkpoints keep."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    for module in modules:
+        for buffer in module.buffers():
+            torch.distributed.broadcast(buffer, src=0)
 
 
 def gather(obj: Any) -> list[Any]:

@@ -1,34 +1,69 @@
-"""Evaluation during training (``eval.every``) and of checkpoints.
+"""Evaluation during training (``eval.every``) and of checkpoints (``distgan eval``).
 
 An evaluator is a module here whose ``EVALUATOR`` class (a :class:`base.Evaluator`) accumulates
 statistics of the outputs and real images of this rank's held-out batches and reduces them over
-the ranks into figures named ``eval/…``; ``eval.metrics`` lists the evaluators a run uses. The
-engine samples once per batch for all of them, on the networks in eval mode, with a generator
-and a held-out stream of their own, so a run with evaluation trains exactly like one without.
+the ranks into figures named ``eval/…``. ``eval.metrics`` lists metric names: a module's name, or
+one of the names in its ``METRICS`` (e.g. ``fid``, ``kid``, ``is``, ``pr`` are all served by
+``fidelity``, which then extracts the features once for all of them). The engine samples once per
+batch for all evaluators, on the networks in eval mode, with a generator and a held-out stream of
+their own, so a run with evaluation trains exactly like one without.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from types import ModuleType
+
+import torch
 
 from distgan.errors import ConfigError
 from distgan.evaluation.base import Evaluator, evaluate
 
 
-def evaluator_names() -> list[str]:
+def _modules() -> dict[str, ModuleType]:
     import distgan.evaluation as pkg
 
-    modules = pkgutil.iter_modules(pkg.__path__)
-    return sorted(m.name for m in modules if m.name != "base" and not m.name.startswith("_"))
+    names = [m.name for m in pkgutil.iter_modules(pkg.__path__)]
+    names = sorted(n for n in names if n != "base" and not n.startswith("_"))
+    return {n: importlib.import_module(f"distgan.evaluation.{n}") for n in names}
 
 
-def get_evaluator(name: str) -> type[Evaluator]:
-    if name not in evaluator_names():
+def _metric_modules() -> dict[str, str]:
+    """metric name → the module that computes it."""
+    return {
+        metric: name
+        for name, module in _modules().items()
+        for metric in getattr(module, "METRICS", (name,))
+    }
+
+
+def evaluator_names() -> list[str]:
+    return sorted(_metric_modules())
+
+
+def check_metric(name: str) -> None:
+    if name not in _metric_modules():
         raise ConfigError(
-            f"eval.metrics: unknown evaluator '{name}'; valid: {', '.join(evaluator_names())}"
+            f"eval.metrics: unknown metric '{name}'; valid: {', '.join(evaluator_names())}"
         )
-    return importlib.import_module(f"distgan.evaluation.{name}").EVALUATOR
 
 
-__all__ = ["Evaluator", "evaluate", "evaluator_names", "get_evaluator"]
+def build_evaluators(names: list[str], family, device: torch.device) -> list[Evaluator]:
+    """One evaluator per module, serving every metric of ``names`` it computes."""
+    for name in names:
+        check_metric(name)
+    owners = _metric_modules()
+    grouped: dict[str, list[str]] = {}
+    for name in names:
+        grouped.setdefault(owners[name], []).append(name)
+    modules = _modules()
+    evaluators = []
+    for module, metrics in grouped.items():
+        kind = modules[module].EVALUATOR
+        served = hasattr(modules[module], "METRICS")
+        evaluators.append(kind(family, device, metrics) if served else kind(family, device))
+    return evaluators
+
+
+__all__ = ["Evaluator", "build_evaluators", "check_metric", "evaluate", "evaluator_names"]
