@@ -1,5 +1,5 @@
 """The ``distgan`` command line: train | config | shards | sample | export | colorize |
-translate | latent | bench.
+translate | latent | eval | bench.
 
 Every user mistake ends in one line on stderr that names the file, key or value and what to do,
 and a non-zero exit (2 for configuration mistakes).
@@ -33,7 +33,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = train(cfg)
     if os.environ.get("RANK", "0") == "0":
         print(f"distgan: finished; run folder: {run_dir}", file=sys.stderr)
+        final = _last_evaluation(run_dir / "metrics.jsonl")
+        if final:
+            figures = "  ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in final.items())
+            print(f"distgan: evaluation at the end: {figures}", file=sys.stderr)
     return 0
+
+
+def _last_evaluation(path: Path) -> dict[str, float]:
+    """The last ``eval/…`` figures a run logged (for the closing line)."""
+    if not path.is_file():
+        return {}
+    for line in reversed(path.read_text().splitlines()):
+        row = json.loads(line)
+        figures = {k: v for k, v in row.items() if k.startswith("eval/") and k != "eval/images"}
+        if figures:
+            return figures
+    return {}
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -152,6 +168,22 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return _apply(args, "", convert_with)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from distgan.offline_eval import evaluate_checkpoint, table
+
+    metrics = [m for m in args.metrics.split(",") if m] if args.metrics else None
+    figures, protocol, out = evaluate_checkpoint(
+        args.ckpt, metrics, args.n, args.shards, args.inception, args.batch_size
+    )
+    if os.environ.get("RANK", "0") == "0":
+        if args.json:
+            print(json.dumps({**figures, "protocol": protocol}, indent=1))
+        else:
+            print(table(figures, protocol))
+        print(f"distgan: wrote {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from distgan.bench import get_bench
 
@@ -252,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for OUT/<input stem>.png")
     p.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: FID, KID, IS, PR, digits")
+    p.add_argument("--ckpt", required=True, help="checkpoint file or run folder")
+    p.add_argument("--metrics", default=None, help="fid,kid,is,pr,digits (default: eval.metrics)")
+    p.add_argument("--n", type=int, default=None, help="samples (default: the run's eval.n)")
+    p.add_argument("--shards", default=None, help="reference shards (default: the run's)")
+    p.add_argument("--inception", default=None, help="Inception weights (or $DISTGAN_INCEPTION)")
+    p.add_argument("--batch-size", type=int, default=None, help="per process")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_eval)
 
     from distgan.latent.commands import add_parser as add_latent_parser
 

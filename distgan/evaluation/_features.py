@@ -1,0 +1,67 @@
+"""What the feature-space evaluators share: images → uint8, Fréchet statistics accumulated as
+(n, Σx, Σxxᵀ) in float64 and summed over the ranks (no sample lost or counted twice for any N),
+and features gathered from every rank back into the held-out order (sample i of the first N is
+on rank i mod world), so figures that subsample (KID, IS) are the same for any number of ranks.
+The metric maths are torch-fidelity's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] → uint8 (how images are stored and what the extractors read)."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+class FrechetSums:
+    """n, Σx and Σxxᵀ of features, in float64."""
+
+    def __init__(self, dim: int, device: torch.device) -> None:
+        self.sums = torch.zeros(1 + dim + dim * dim, dtype=torch.float64, device=device)
+        self.dim = dim
+
+    def add(self, features: torch.Tensor) -> None:
+        x = features.to(self.sums)
+        self.sums[0] += x.shape[0]
+        self.sums[1 : 1 + self.dim] += x.sum(0)
+        self.sums[1 + self.dim :] += (x.t() @ x).flatten()
+
+    def statistics(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+        """{"mu", "sigma"} (numpy, the unbiased covariance as np.cov) over all ranks."""
+        sums = reduce(self.sums.clone()).cpu()
+        n, d = sums[0], self.dim
+        mu = sums[1 : 1 + d] / n
+        sigma = (sums[1 + d :].view(d, d) - n * torch.outer(mu, mu)) / (n - 1)
+        return {"mu": mu.numpy(), "sigma": sigma.numpy(), "n": int(n)}
+
+
+def frechet_distance(a: dict, b: dict) -> float:
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    return fid_statistics_to_metric(a, b, verbose=False)["frechet_inception_distance"]
+
+
+def gather_in_order(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """This rank's rows (held-out samples rank, rank + world, …) from every rank, interleaved
+    back into the held-out order, on the CPU."""
+    mine = torch.cat(parts) if parts else torch.zeros(0, dim, dtype=torch.float64)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return mine.cpu()
+    world = torch.distributed.get_world_size()
+    device = torch.device("cpu") if torch.distributed.get_backend() == "gloo" else mine.device
+    count = torch.tensor([mine.shape[0]], device=device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    torch.distributed.all_gather(counts, count)
+    most = int(max(c.item() for c in counts))
+    padded = torch.zeros(most, dim, dtype=torch.float64, device=device)
+    padded[: mine.shape[0]] = mine.to(device)
+    gathered = [torch.zeros_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(gathered, padded)
+    total = sum(int(c.item()) for c in counts)
+    out = torch.zeros(total, dim, dtype=torch.float64)
+    for rank, (rows, c) in enumerate(zip(gathered, counts, strict=True)):
+        out[rank::world] = rows[: int(c.item())].cpu()
+    return out

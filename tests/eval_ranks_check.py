@@ -1,0 +1,47 @@
+"""FID/KID/PR of fixed images on 1 or N processes (tests only): sample i of N_IMAGES goes to
+rank i mod world, as the engine's held-out stream deals them; prints the figures as JSON.
+
+    python tests/eval_ranks_check.py OUT.json              (1 process)
+    accelerate launch --config_file launch/cpu-2proc.yaml tests/eval_ranks_check.py OUT.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from distgan.config import load_config
+from distgan.data.stream import DatasetInfo
+from distgan.engine.runtime import process_accelerator
+from distgan.evaluation import build_evaluators
+from distgan.evaluation.base import all_reduce_sum
+from distgan.families import get_family
+
+N_IMAGES = 601  # odd (the ranks hold 301 and 300), more than the 512 features
+
+
+def images(kind: str) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1 if kind == "real" else 2)
+    x = torch.rand(N_IMAGES, 3, 16, 16, generator=generator) * 2 - 1
+    return x * (0.5 if kind == "fake" else 1.0)
+
+
+def main(out: str) -> None:
+    state = process_accelerator(collective_timeout=120)
+    cfg = load_config("cifar10-dcgan", ["eval.extractor=random", "eval.metrics=[fid,kid,pr]"])
+    family = get_family(cfg.family)(cfg, {"": DatasetInfo(16, 3, [], N_IMAGES)})
+    (evaluator,) = build_evaluators(cfg.eval.metrics, family, torch.device("cpu"))
+    rank, world = state.process_index, state.num_processes
+    real, fake = images("real")[rank::world], images("fake")[rank::world]
+    for start in range(0, len(real), 64):  # several batches per rank
+        evaluator.update(fake[start : start + 64], real[start : start + 64], {})
+    figures = evaluator.finish(all_reduce_sum)
+    if state.is_main_process:
+        with open(out, "w") as f:
+            json.dump(figures, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,133 @@
+"""Offline evaluation: the metric maths on known inputs, the same figures on 1 and 2 processes,
+Inception weights that are missing or wrong are one line (never a download), `distgan eval`
+reproduces what a run logged, and a 1-process run with evaluation trains like one without."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import (
+    ROOT,
+    STEPS,
+    TINY,
+    assert_bit_identical,
+    final_weights,
+    launch_cmd,
+    run,
+)
+
+from distgan.cli import main
+from distgan.evaluation._features import FrechetSums, frechet_distance
+from distgan.features import INCEPTION_ENV, INCEPTION_FILE
+
+
+def test_frechet_distance_matches_the_closed_form_and_is_zero_for_one_set() -> None:
+    # two Gaussians with diagonal covariances: ‖μ₁ − μ₂‖² + Σ (σ₁ + σ₂ − 2√(σ₁σ₂))
+    mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([0.5, 0.0, 1.0])
+    var1, var2 = np.array([1.0, 4.0, 0.25]), np.array([2.0, 1.0, 1.0])
+    closed = ((mu1 - mu2) ** 2).sum() + (var1 + var2 - 2 * np.sqrt(var1 * var2)).sum()
+    value = frechet_distance(
+        {"mu": mu1, "sigma": np.diag(var1)}, {"mu": mu2, "sigma": np.diag(var2)}
+    )
+    assert value == pytest.approx(closed, rel=1e-6)
+    x = torch.randn(500, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sums = FrechetSums(8, torch.device("cpu"))
+    for part in x.split(77):  # streamed in uneven batches = computed at once
+        sums.add(part)
+    stats = sums.statistics(lambda t: t)
+    np.testing.assert_allclose(stats["sigma"], np.cov(x.numpy(), rowvar=False), rtol=1e-10)
+    assert abs(frechet_distance(stats, stats)) < 1e-6
+
+
+def test_kid_of_one_distribution_is_zero_within_its_std_and_is_of_uniform_logits_is_one() -> None:
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 1500, 16, generator=generator, dtype=torch.float64)
+    kid = kid_features_to_metric(a, b, kid_subset_size=500, rng_seed=2020, verbose=False)
+    assert abs(kid["kernel_inception_distance_mean"]) <= kid["kernel_inception_distance_std"]
+    shifted = kid_features_to_metric(a, b + 1, kid_subset_size=500, verbose=False)
+    assert shifted["kernel_inception_distance_mean"] > 10 * shifted["kernel_inception_distance_std"]
+    score = isc_features_to_metric(torch.zeros(100, 1008, dtype=torch.float64), splits=10)
+    assert score["inception_score_mean"] == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_figures_of_one(tmp_path: Path) -> None:
+    script = str(ROOT / "tests" / "eval_ranks_check.py")
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    run([sys.executable, script, str(one)], env={"OMP_NUM_THREADS": "1"})  # as each rank
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    config = str(ROOT / "launch" / "cpu-2proc.yaml")
+    run([accelerate, "launch", "--config_file", config, script, str(two)])
+    single, double = json.loads(one.read_text()), json.loads(two.read_text())
+    assert single.keys() == double.keys() >= {"eval/fid", "eval/kid", "eval/precision"}
+    for key, value in single.items():
+        assert double[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
+    assert single["eval/fid"] > 0
+
+
+def test_missing_or_wrong_inception_weights_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch.hub
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    monkeypatch.delenv(INCEPTION_ENV, raising=False)
+    wrong = tmp_path / INCEPTION_FILE
+    wrong.write_bytes(b"not the weights")
+    from distgan.features import inception_path
+
+    for given, needle in (
+        (None, f"need its weights file {INCEPTION_FILE}"),
+        (str(tmp_path / "absent.pth"), "do not exist"),
+        (str(wrong), "its sha256 is"),
+    ):
+        with pytest.raises(Exception, match=needle) as info:
+            inception_path(given)
+        assert info.value.exit_code == 2 and "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_distgan_eval_reproduces_the_logged_figures(trained, tmp_path: Path) -> None:
+    """The tiny digits-cdcgan of the shared 2-process launch evaluated itself at its last step
+    (the recipe's `digits` metric); `distgan eval` on 2 processes gives the same numbers."""
+    run_dir = trained[0] / "digits-cdcgan"
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "eval/digits_accuracy" in r][-1]
+    assert logged["step"] == STEPS
+    proc = run(launch_cmd(2, "eval", "--ckpt", str(run_dir), "--json"))
+    figures = json.loads(proc.stdout)
+    assert figures["digits_accuracy"] == logged["eval/digits_accuracy"]
+    assert figures["digits_fd"] == logged["eval/digits_fd"]
+    assert figures["protocol"]["processes"] == 2 and figures["protocol"]["n"] == 1000
+    written = json.loads((run_dir / "eval" / f"step-{STEPS:08d}.json").read_text())
+    assert written["figures"]["digits_fd"] == figures["digits_fd"]
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
+    code = main(["eval", "--ckpt", str(run_dir), "--metrics", "fid", "--inception", "/absent"])
+    assert code == 2
+
+
+@pytest.mark.slow
+def test_one_process_with_evaluation_trains_like_one_without(tmp_path: Path) -> None:
+    common = ["train", "digits-cdcgan", *TINY, "train.steps=8", "train.checkpoint_every=8"]
+    common += ["log.wandb=disabled", "eval.n=30", "eval.batch_size=8"]
+    plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
+    run(launch_cmd(1, *common, f"run.dir={plain}", "eval.every=0"))
+    extra = ["eval.every=3", "eval.metrics=[digits,fid,kid,pr]", "eval.extractor=random"]
+    run(launch_cmd(1, *common, f"run.dir={evaluated}", *extra))
+    assert_bit_identical(final_weights(plain, 8), final_weights(evaluated, 8))
+    rows = [json.loads(x) for x in (evaluated / "metrics.jsonl").read_text().splitlines()]
+    figures = [r for r in rows if "eval/fid" in r]
+    assert [r["step"] for r in figures] == [3, 6, 8]
+    assert all(math.isfinite(r["eval/kid"]) and r["eval/fid"] > 0 for r in figures)
