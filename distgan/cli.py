@@ -169,11 +169,24 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from distgan.offline_eval import evaluate_checkpoint, table
+    from distgan.offline_eval import evaluate_checkpoint, reference_statistics, table
+
+    if args.what == "ref":
+        if not args.shards:
+            return _fail("distgan eval ref: give --shards DIR", 2)
+        path = reference_statistics(
+            args.shards, args.n or 1000, args.extractor or "inception", args.inception, args.ckpt,
+            args.batch_size or 100,
+        )  # fmt: skip
+        if os.environ.get("RANK", "0") == "0":
+            print(f"distgan: cached the reference statistics in {path}", file=sys.stderr)
+        return 0
+    if not args.ckpt:
+        return _fail("distgan eval: give --ckpt (a checkpoint file or run folder)", 2)
 
     metrics = [m for m in args.metrics.split(",") if m] if args.metrics else None
     figures, protocol, out = evaluate_checkpoint(
-        args.ckpt, metrics, args.n, args.shards, args.inception, args.batch_size
+        args.ckpt, metrics, args.n, args.shards, args.inception, args.batch_size, args.extractor
     )
     if os.environ.get("RANK", "0") == "0":
         if args.json:
@@ -286,7 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: FID, KID, IS, PR, digits")
-    p.add_argument("--ckpt", required=True, help="checkpoint file or run folder")
+    p.add_argument("what", nargs="?", choices=["ref"], help="ref: cache --shards' statistics")
+    p.add_argument("--ckpt", default=None, help="checkpoint file or run folder")
+    p.add_argument(
+        "--extractor",
+        choices=["inception", "random"],
+        default=None,
+        help="features of fid/kid/is/pr (default: eval.extractor; ref: inception)",
+    )
     p.add_argument("--metrics", default=None, help="fid,kid,is,pr,digits (default: eval.metrics)")
     p.add_argument("--n", type=int, default=None, help="samples (default: the run's eval.n)")
     p.add_argument("--shards", default=None, help="reference shards (default: the run's)")

@@ -1,5 +1,6 @@
 """``distgan eval``: the evaluators of a checkpoint, outside training, on one or several
-processes (``accelerate launch … -m distgan eval …``).
+processes (``accelerate launch … -m distgan eval …``); ``distgan eval ref``: the reference
+statistics of a shard folder, computed once and cached next to it (evaluation/_reference.py).
 
 It repeats the engine's evaluation exactly — the same held-out samples, the same noise seeds per
 rank, the run's precision and memory format — so on the same number of processes it reproduces
@@ -27,6 +28,7 @@ def evaluate_checkpoint(
     shards: str | None,
     inception: str | None,
     batch_size: int | None = None,
+    extractor: str | None = None,
 ) -> tuple[dict[str, float], dict[str, Any], Path | None]:
     """(figures keyed fid, kid, …, the protocol, the JSON file written on rank 0)."""
     from distgan.engine.actions import evaluation_seed, held_out_of
@@ -54,6 +56,8 @@ def evaluate_checkpoint(
         updates["weights"] = inception
     if batch_size:
         updates["batch_size"] = batch_size
+    if extractor:
+        updates["extractor"] = extractor
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update=updates)})
     if not cfg.eval.metrics:
         raise ConfigError("--metrics: name at least one metric")
@@ -109,3 +113,46 @@ def table(figures: dict[str, float], protocol: dict[str, Any]) -> str:
         f"(N = {protocol['n']}: {protocol['reference']}; {protocol['processes']} process(es))"
     )
     return "\n".join(lines)
+
+
+def reference_statistics(
+    shards: str,
+    n: int,
+    extractor: str,
+    inception: str | None,
+    ckpt: str | None = None,
+    batch_size: int = 100,
+) -> Path:
+    """Cache the features of the first ``n`` held-out images of ``shards`` for ``extractor``
+    (the transforms and seed of the run of ``ckpt``, else the default recipe's); rank 0's path."""
+    from types import SimpleNamespace
+
+    from distgan.config import load_config
+    from distgan.data.shards import read_manifest
+    from distgan.data.stream import dataset_info
+    from distgan.engine.actions import held_out_of
+    from distgan.engine.build import transforms_of
+    from distgan.engine.runtime import process_accelerator, resolve_settings
+    from distgan.evaluation.base import all_reduce_sum
+    from distgan.evaluation.fidelity import Fidelity
+
+    state = process_accelerator(collective_timeout=600)
+    base = inference.load_trained(ckpt).cfg if ckpt else load_config("digits-cdcgan")
+    eval_cfg = base.eval.model_copy(
+        update={"shards": shards, "n": n, "extractor": extractor, "weights": inception,
+                "batch_size": batch_size, "metrics": ["fid", "kid", "pr"], "best": None}
+    )  # fmt: skip
+    cfg = base.model_copy(update={"eval": eval_cfg})
+    info = dataset_info(read_manifest(shards), transforms_of(cfg))
+    family = SimpleNamespace(cfg=cfg, data=info)
+    device = state.device
+    fidelity = Fidelity(family, device, ["fid", "kid", "pr"])
+    if fidelity.cache_file is None:
+        raise ConfigError(f"--shards {shards}: no manifest.json there")
+    rank, world = state.process_index, state.num_processes
+    settings = resolve_settings(cfg, device)
+    for batch in held_out_of(cfg, device, settings, n, batch_size, rank, world):
+        fidelity.add_reference(batch["image"].float())
+    fidelity.cached = None
+    fidelity.reference(all_reduce_sum)
+    return fidelity.cache_file

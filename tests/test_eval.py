@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -131,3 +132,76 @@ def test_one_process_with_evaluation_trains_like_one_without(tmp_path: Path) -> 
     figures = [r for r in rows if "eval/fid" in r]
     assert [r["step"] for r in figures] == [3, 6, 8]
     assert all(math.isfinite(r["eval/kid"]) and r["eval/fid"] > 0 for r in figures)
+
+
+@pytest.mark.skipif(
+    not os.environ.get(INCEPTION_ENV), reason=f"set {INCEPTION_ENV} to the Inception weights file"
+)
+def test_inception_fid_equals_torch_fidelity(tmp_path: Path) -> None:
+    """With the real weights: distgan's FID of two sets of 1,000 images equals torch-fidelity's
+    own end-to-end computation on the same PNG files within 1e-3."""
+    import torch_fidelity
+    from PIL import Image
+
+    from distgan.config import load_config
+    from distgan.data.stream import DatasetInfo
+    from distgan.evaluation import build_evaluators
+    from distgan.families import get_family
+
+    generator = torch.Generator().manual_seed(0)
+    sets = {
+        "real": torch.randint(0, 256, (1000, 3, 32, 32), dtype=torch.uint8, generator=generator),
+        "fake": (torch.rand(1000, 3, 32, 32, generator=generator) * 200).to(torch.uint8),
+    }
+    for name, images in sets.items():
+        (tmp_path / name).mkdir()
+        for i, image in enumerate(images):
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / name / f"{i:04d}.png")
+    cfg = load_config("cifar10-dcgan", ["eval.metrics=[fid]"])
+    family = get_family(cfg.family)(cfg, {"": DatasetInfo(32, 3, [], 1000)})
+    (evaluator,) = build_evaluators(["fid"], family, torch.device("cpu"))
+    for start in range(0, 1000, 100):
+        part = {k: v[start : start + 100].float() / 127.5 - 1 for k, v in sets.items()}
+        evaluator.update(part["fake"], part["real"], {})
+    ours = evaluator.finish(lambda t: t)["eval/fid"]
+    theirs = torch_fidelity.calculate_metrics(
+        input1=str(tmp_path / "fake"),
+        input2=str(tmp_path / "real"),
+        fid=True,
+        feature_extractor_weights_path=os.environ[INCEPTION_ENV],
+        verbose=False,
+    )["frechet_inception_distance"]
+    assert ours == pytest.approx(theirs, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_reference_statistics_are_cached_next_to_the_shards(
+    trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`distgan eval ref` caches the real images' statistics; `distgan eval` then reads them (the
+    figures are those of a fresh computation, and change if the cache is tampered with)."""
+    import shutil
+
+    shards = tmp_path / "digits"
+    shutil.copytree(ROOT / "shards" / "digits", shards)
+    ckpt = str(trained[0] / "digits-cdcgan")
+    common = ["--ckpt", ckpt, "--shards", str(shards), "--n", "101", "--extractor", "random"]
+    assert main(["eval", "ref", *common]) == 0
+    (cached,) = (shards / ".distgan-reference").glob("random-*-n101.npz")
+
+    def evaluate(metrics: str) -> dict:
+        capsys.readouterr()
+        assert main(["eval", *common, "--metrics", metrics, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    from_cache = evaluate("fid,kid,pr")
+    cached.unlink()
+    fresh = evaluate("fid,kid,pr")  # computed afresh, and cached again
+    assert cached.is_file()
+    for key in ("fid", "kid", "precision", "recall"):
+        assert fresh[key] == pytest.approx(from_cache[key], rel=1e-9, abs=1e-12), key
+    with np.load(cached) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    arrays["sums"][1:] *= 2  # tampered: another reference
+    np.savez(cached, **arrays)
+    assert evaluate("fid")["fid"] != pytest.approx(fresh["fid"], rel=1e-3)

@@ -23,6 +23,14 @@ class FrechetSums:
         self.sums = torch.zeros(1 + dim + dim * dim, dtype=torch.float64, device=device)
         self.dim = dim
 
+    @classmethod
+    def from_sums(cls, sums) -> FrechetSums:
+        """Summed statistics (a tensor or array laid out as ``sums``), e.g. from a cache."""
+        sums = torch.as_tensor(sums, dtype=torch.float64)
+        out = cls(int(round((4 * (len(sums) - 1) + 1) ** 0.5 - 1) // 2), sums.device)
+        out.sums = sums.clone()
+        return out
+
     def add(self, features: torch.Tensor) -> None:
         x = features.to(self.sums)
         self.sums[0] += x.shape[0]

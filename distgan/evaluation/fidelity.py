@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from distgan.errors import ConfigError
+from distgan.evaluation import _reference as reference
 from distgan.evaluation._features import FrechetSums, frechet_distance, gather_in_order, to_uint8
 from distgan.evaluation.base import Evaluator
 from distgan.families.base import Batch
@@ -36,40 +37,65 @@ class Fidelity(Evaluator):
         self.extractor = get_extractor(cfg.extractor, device, family.data.channels, cfg.weights)
         if "is" in metrics and not self.extractor.has_logits:
             raise ConfigError("eval.metrics 'is' needs eval.extractor=inception (class logits)")
+        self.keep_features = "kid" in metrics or "pr" in metrics
         self.fake_sums: FrechetSums | None = None
         self.real_sums: FrechetSums | None = None
         self.fake, self.real, self.logits = [], [], []
+        self.cache_file, self.cached = None, None
+        shards = cfg.shards or family.cfg.data.shards
+        if isinstance(shards, str):  # (named streams: no cache)
+            self.cache_file = reference.cache_path(shards, self.extractor, family.cfg, cfg.n)
+        if self.cache_file is not None:
+            self.cached = reference.load(self.cache_file, self.keep_features)
+        if not all_ranks(self.cached is not None):  # (ranks on machines that do not share it)
+            self.cached = None
 
     def update(self, outputs: torch.Tensor, references: torch.Tensor, batch: Batch) -> None:
         fake = self.extractor(to_uint8(outputs))
-        real = self.extractor(to_uint8(references))
-        if self.fake_sums is None:
-            dim = fake["features"].shape[1]
-            self.fake_sums, self.real_sums = (
-                FrechetSums(dim, self.device),
-                FrechetSums(dim, self.device),
-            )
+        self.fake_sums = self.fake_sums or FrechetSums(fake["features"].shape[1], self.device)
         self.fake_sums.add(fake["features"])
-        self.real_sums.add(real["features"])
-        if "kid" in self.metrics or "pr" in self.metrics:
+        if self.keep_features:
             self.fake.append(fake["features"].cpu())
-            self.real.append(real["features"].cpu())
         if "is" in self.metrics:
             self.logits.append(fake["logits"].cpu())
+        if self.cached is None:
+            self.add_reference(references)
+
+    def add_reference(self, references: torch.Tensor) -> None:
+        real = self.extractor(to_uint8(references))["features"]
+        self.real_sums = self.real_sums or FrechetSums(real.shape[1], self.device)
+        self.real_sums.add(real)
+        if self.keep_features:
+            self.real.append(real.cpu())
+
+    def reference(self, reduce: Callable) -> tuple[dict, torch.Tensor | None]:
+        """The real images' Fréchet statistics and (KID/PR) features: from the cache, else
+        from this pass over all ranks, then cached (rank 0)."""
+        if self.cached is not None:
+            sums = FrechetSums.from_sums(self.cached["sums"])
+            features = self.cached.get("features")
+            return sums.statistics(lambda t: t), (
+                torch.from_numpy(features) if features is not None else None
+            )
+        dim = self.real_sums.dim
+        features = gather_in_order(self.real, dim) if self.keep_features else None
+        reduced = FrechetSums.from_sums(reduce(self.real_sums.sums.clone()).cpu().numpy())
+        if self.cache_file is not None and is_main_process():
+            arrays = features.numpy() if features is not None else None
+            reference.save(self.cache_file, reduced.sums.numpy(), arrays)
+        return reduced.statistics(lambda t: t), features
 
     def finish(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
         from torch_fidelity.metric_isc import isc_features_to_metric
         from torch_fidelity.metric_kid import kid_features_to_metric
         from torch_fidelity.metric_prc import prc_features_to_metric
 
+        real_stats, real = self.reference(reduce)
         out: dict[str, float] = {}
         if "fid" in self.metrics:
-            out["eval/fid"] = frechet_distance(
-                self.fake_sums.statistics(reduce), self.real_sums.statistics(reduce)
-            )
-        dim = self.fake_sums.dim
-        if "kid" in self.metrics or "pr" in self.metrics:
-            fake, real = gather_in_order(self.fake, dim), gather_in_order(self.real, dim)
+            out["eval/fid"] = frechet_distance(self.fake_sums.statistics(reduce), real_stats)
+        if self.keep_features:
+            fake = gather_in_order(self.fake, self.fake_sums.dim)
             if "kid" in self.metrics:
                 size = min(1000, len(fake), len(real))
                 kid = kid_features_to_metric(
@@ -86,6 +112,22 @@ class Fidelity(Evaluator):
             out["eval/is"] = score["inception_score_mean"]
             out["eval/is_std"] = score["inception_score_std"]
         return out
+
+
+def all_ranks(flag: bool) -> bool:
+    """True only if ``flag`` is true on every rank (a collective)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    value = torch.tensor([int(flag)])
+    if torch.distributed.get_backend() != "gloo":
+        value = value.cuda()
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def is_main_process() -> bool:
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return not distributed or torch.distributed.get_rank() == 0
 
 
 EVALUATOR = Fidelity
