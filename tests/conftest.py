@@ -25,6 +25,11 @@ TINY_RUN = [
     "log.every=5",
     "log.sample_every=10",
     "log.samples_per_class=4",
+    # the default recipe's evaluation and lr decay off: the tests that build on it check other
+    # things (tests/test_eval.py and the shared launch keep them on)
+    "eval.every=0",
+    "optim.G.decay_start=1",
+    "optim.D.decay_start=1",
 ]
 TINY_DCGAN = ["model.g_width=8", "model.d_width=8", "model.z_dim=16", "model.embed_dim=8"]
 TINY_WGAN = ["model.g_channels=[16,8,8]", "model.d_channels=[8,8,8]", "model.z_dim=8"]

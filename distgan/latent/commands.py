@@ -127,18 +127,16 @@ def _uint8(images: torch.Tensor) -> np.ndarray:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     model, out = _model(args), Path(args.out)
+    pairs = args.images if args.images is not None else args.seeds
+    if len(pairs) % 2 or not pairs or min(pairs) < 0:
+        raise ConfigError("--seeds/--images: give pairs of numbers ≥ 0 (A,B or A,B,C,D …)")
+    if args.label is not None and not model.num_classes:
+        raise ConfigError(f"--label: recipe {model.cfg.name} is not class-conditional")
+    labels = (args.label or 0) if model.num_classes else None
     if args.images is not None:  # VAE: between encoded real images
-        pairs = args.images
-        images = _images(model, args, max(pairs) + 1)
-        ends = model.encode(images[pairs])
-        labels = None
+        ends = model.encode(_images(model, args, max(pairs) + 1)[pairs])
     else:
-        pairs, labels = args.seeds, None
-        if model.num_classes:
-            labels = args.label or 0
         ends = torch.cat([model.latents(1, seed=s) for s in pairs])
-    if len(pairs) % 2 or not pairs:
-        raise ConfigError("--seeds/--images: give pairs (A,B or A,B,C,D …)")
     strips = [
         space.path(ends[i], ends[i + 1], args.steps, args.mode) for i in range(0, len(pairs), 2)
     ]
