@@ -85,7 +85,15 @@ def evaluate_checkpoint(
         out = cfg.run_dir / "eval" / f"step-{trained.step:08d}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"figures": figures, "protocol": protocol}, indent=1) + "\n")
+    _close(state)
     return figures, protocol, out
+
+
+def _close(state) -> None:
+    """All ranks done, then the process group closed (a rank that exits with the group open
+    can abort in gloo's threads: "terminate called without an active exception")."""
+    state.wait_for_everyone()
+    state.end_training()
 
 
 def _protocol(cfg, evaluators, trained, world: int) -> dict[str, Any]:
@@ -155,4 +163,5 @@ def reference_statistics(
         fidelity.add_reference(batch["image"].float())
     fidelity.cached = None
     fidelity.reference(all_reduce_sum)
+    _close(state)
     return fidelity.cache_file
