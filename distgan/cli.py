@@ -199,10 +199,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from distgan.bench import get_bench
+    from distgan.bench._common import describe_machine, machine
 
+    info = machine()  # every speed figure names the CPU it was taken on
+    print(f"distgan bench {args.bench} on {describe_machine(info)}", file=sys.stderr)
     result = get_bench(args.bench).run(args)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps({**result, "machine": info}, indent=2))
     return 0
 
 

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import TINY_DCGAN, TINY_WGAN, distgan_cmd, run
+
+from distgan.bench._common import SPEED_FLAGS
 
 
 def bench(*args: str) -> dict:
@@ -35,6 +38,13 @@ def test_bench_step_with_baseline() -> None:
     assert r["utilisation_pct"] == pytest.approx(expected, rel=1e-6)
     assert r["baseline"].startswith("PyTorch DCGAN example")
     assert r["speedup"] == pytest.approx(r["baseline_step_s"] / r["step_s"], rel=1e-6)
+    # every figure names its machine: CPU model, the kernel-picking flags, what `auto` chose
+    machine = r["machine"]
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    assert machine["cpu"] and machine["cores"] >= 1
+    assert set(machine["flags"]) == {f for f in SPEED_FLAGS if f in flags}
+    bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert machine["auto_precision"] == ("bf16" if bf16 else "no")
 
 
 def test_bench_gp_and_ddp() -> None:

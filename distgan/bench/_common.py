@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +36,43 @@ def synthetic_batch(family, batch_size: int, device: torch.device) -> dict[str, 
     if list(streams) == [""]:
         return one(streams[""])
     return {name: one(info) for name, info in streams.items()}
+
+
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def machine() -> dict[str, Any]:
+    """The CPU every figure was taken on: its model, core count, the flags that pick float
+    kernels, and the precision ``train.precision=auto`` resolves to here."""
+    from distgan.engine.runtime import resolve_precision
+
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        model = platform.processor() or platform.machine()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "flags": [f for f in SPEED_FLAGS if f in flags],
+        "auto_precision": resolve_precision("auto", device),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
+
+
+def describe_machine(info: dict[str, Any]) -> str:
+    flags = ", ".join(info["flags"]) or "none of " + ", ".join(SPEED_FLAGS)
+    return (
+        f"{info['cpu']} ({info['cores']} cores; {flags}); device {info['device']}; "
+        f"precision=auto → {info['auto_precision']}; torch {info['torch']}"
+    )
 
 
 def print_table(title: str, figures: dict[str, Any]) -> None:
