@@ -33,19 +33,10 @@ def evaluate_checkpoint(
     """(figures keyed fid, kid, …, the protocol, the JSON file written on rank 0)."""
     from distgan.engine.actions import evaluation_seed, held_out_of
     from distgan.engine.build import evaluating
-    from distgan.engine.runtime import (
-        CPU_TRAP,
-        Precision,
-        fell_into_cpu_trap,
-        process_accelerator,
-        resolve_settings,
-    )
-    from distgan.errors import LaunchError
+    from distgan.engine.runtime import Precision, resolve_settings
     from distgan.evaluation import build_evaluators, evaluate
 
-    if fell_into_cpu_trap():
-        raise LaunchError(CPU_TRAP)
-    state = process_accelerator(collective_timeout=600)
+    state = _open()
     device = state.device
     trained = inference.load_trained(ckpt, device)
     cfg = trained.cfg
@@ -87,6 +78,17 @@ def evaluate_checkpoint(
         out.write_text(json.dumps({"figures": figures, "protocol": protocol}, indent=1) + "\n")
     _close(state)
     return figures, protocol, out
+
+
+def _open():
+    """This process's Accelerator (several under ``accelerate launch``), refusing the
+    one-process ``--cpu`` trap as training does."""
+    from distgan.engine.runtime import CPU_TRAP, fell_into_cpu_trap, process_accelerator
+    from distgan.errors import LaunchError
+
+    if fell_into_cpu_trap():
+        raise LaunchError(CPU_TRAP)
+    return process_accelerator(collective_timeout=600)
 
 
 def _close(state) -> None:
@@ -140,11 +142,11 @@ def reference_statistics(
     from distgan.data.stream import dataset_info
     from distgan.engine.actions import held_out_of
     from distgan.engine.build import transforms_of
-    from distgan.engine.runtime import process_accelerator, resolve_settings
+    from distgan.engine.runtime import resolve_settings
     from distgan.evaluation.base import all_reduce_sum
     from distgan.evaluation.fidelity import Fidelity
 
-    state = process_accelerator(collective_timeout=600)
+    state = _open()
     base = inference.load_trained(ckpt).cfg if ckpt else load_config("digits-cdcgan")
     eval_cfg = base.eval.model_copy(
         update={"shards": shards, "n": n, "extractor": extractor, "weights": inception,

@@ -81,23 +81,43 @@ def _model(args: argparse.Namespace) -> Model:
     return load(args.ckpt, args.device, args.weights)
 
 
-def _labelled(model: Model, args, attr: str | None, label: int | None, n: int | None):
-    """The images of ``--shards`` (default: the run's data) and their attribute/label."""
-    from distgan.data.loader import held_out_transforms
-    from distgan.data.shards import read_manifest
-    from distgan.data.stream import dataset_info, held_out_batches
-    from distgan.engine.build import transforms_of
+class Shards:
+    """``--shards`` (default: the run's data) read as the run's held-out stream reads it."""
 
-    cfg = model.cfg
-    folder = args.shards or cfg.data.shards
-    if isinstance(folder, dict):
-        raise ConfigError("give --shards: this run reads several shard folders")
-    transforms = held_out_transforms(transforms_of(cfg))
-    info = dataset_info(read_manifest(folder), transforms)
-    name, target = space.target_of(info, attr, label)
-    total = n or info.total
-    batches = held_out_batches(folder, n=total, batch_size=256, seed=0, transforms=transforms)
-    return space.read_labelled(batches, target, name), info
+    def __init__(self, model: Model, args) -> None:
+        from distgan.data.loader import held_out_transforms
+        from distgan.data.shards import read_manifest
+        from distgan.data.stream import dataset_info
+        from distgan.engine.build import transforms_of
+
+        self.folder = args.shards or model.cfg.data.shards
+        if isinstance(self.folder, dict):
+            raise ConfigError("give --shards: this run reads several shard folders")
+        self.transforms = held_out_transforms(transforms_of(model.cfg))
+        self.info = dataset_info(read_manifest(self.folder), self.transforms)
+
+    def batches(self, n: int | None) -> list[dict]:
+        """The first ``n`` (default: all) held-out samples, in batches of 256."""
+        from distgan.data.stream import held_out_batches
+
+        count = min(n or self.info.total, self.info.total)
+        return list(
+            held_out_batches(
+                self.folder, n=count, batch_size=256, seed=0, transforms=self.transforms
+            )
+        )
+
+    @staticmethod
+    def images(batches: list[dict]) -> torch.Tensor:
+        """Their images in [0, 1]."""
+        return torch.cat([(b["image"].float() + 1) / 2 for b in batches])
+
+
+def _labelled(model: Model, args, attr: str | None, label: int | None, n: int | None):
+    """The images of ``--shards`` and whether each has the attribute/label."""
+    shards = Shards(model, args)
+    name, target = space.target_of(shards.info, attr, label)
+    return space.read_labelled(iter(shards.batches(n)), target, name)
 
 
 def _encode(model: Model, images: torch.Tensor, chunk: int = 256):
@@ -153,16 +173,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 def _images(model: Model, args, n: int) -> torch.Tensor:
     """The first ``n`` images of ``--shards`` (default: the run's data), in [0, 1]."""
-    from distgan.data.loader import held_out_transforms
-    from distgan.data.stream import held_out_batches
-    from distgan.engine.build import transforms_of
-
-    folder = args.shards or model.cfg.data.shards
-    transforms = held_out_transforms(transforms_of(model.cfg))
-    batches = held_out_batches(folder, n=n, batch_size=256, seed=0, transforms=transforms)
-    images = torch.cat([(b["image"].float() + 1) / 2 for b in batches])
+    shards = Shards(model, args)
+    images = shards.images(shards.batches(n))
     if len(images) < n:
-        raise ConfigError(f"--shards {folder}: {len(images)} images, fewer than {n}")
+        raise ConfigError(f"--shards {shards.folder}: {len(images)} images, fewer than {n}")
     return images
 
 
@@ -173,7 +187,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
             f"recipe {model.cfg.name} takes the class as an input (distgan sample --label K), "
             "not as a direction; use --attr or an unconditional model"
         )
-    data, _ = _labelled(model, args, args.attr, args.label, args.n)
+    data = _labelled(model, args, args.attr, args.label, args.n)
     meta = {"attr": args.attr or "", "label": -1 if args.label is None else args.label}
     try:
         mu, _ = _encode(model, data.images)
@@ -211,7 +225,7 @@ def cmd_arithmetic(args: argparse.Namespace) -> int:
     if args.shards:  # VAE: encode → add → decode, on images that lack the attribute
         attr = str(meta.get("attr", "")) or None
         label = int(meta.get("label", -1))
-        data, _ = _labelled(model, args, attr, None if attr else label, None)
+        data = _labelled(model, args, attr, None if attr else label, None)
         originals = data.images[~data.has][: args.n]
         z = model.encode(originals)
     else:
@@ -262,7 +276,8 @@ def cmd_traverse(args: argparse.Namespace) -> int:
 
 def cmd_histogram(args: argparse.Namespace) -> int:
     model, out = _model(args), Path(args.out)
-    images = _images(model, args, _count(model, args))
+    shards = Shards(model, args)
+    images = shards.images(shards.batches(args.n))
     mu, log_var = _encode(model, images)
     noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(args.seed))
     z = (mu + (0.5 * log_var).exp() * noise).numpy()  # z ~ q(z | x), as the encoder samples
@@ -285,32 +300,16 @@ def cmd_tsne(args: argparse.Namespace) -> int:
     return _done(args, model, [out], "a t-SNE map")
 
 
-def _count(model: Model, args) -> int:
-    from distgan.data.shards import read_manifest
-
-    total = int(read_manifest(args.shards or model.cfg.data.shards)["total"])
-    return min(args.n or total, total)
-
-
 def _coloured(model: Model, args) -> tuple[torch.Tensor, np.ndarray, list[str]]:
     """Images and a colour index per image: the ``--attr`` (no/yes) or the class label."""
-    from distgan.data.loader import held_out_transforms
-    from distgan.data.shards import read_manifest
-    from distgan.data.stream import dataset_info, held_out_batches
-    from distgan.engine.build import transforms_of
-
-    folder = args.shards or model.cfg.data.shards
-    transforms = held_out_transforms(transforms_of(model.cfg))
-    info = dataset_info(read_manifest(folder), transforms)
-    if args.attr is None and not info.num_classes:
-        raise ConfigError(f"--shards {folder} has no labels: colour by --attr NAME")
-    key = "attrs" if args.attr is not None else "label"
-    name, target = space.target_of(info, args.attr, None) if args.attr else ("label", None)
-    n = _count(model, args)
-    batches = list(held_out_batches(folder, n=n, batch_size=256, seed=0, transforms=transforms))
-    images = torch.cat([(b["image"].float() + 1) / 2 for b in batches])
-    if key == "label":
-        return images, torch.cat([b["label"] for b in batches]).numpy(), info.class_names
+    shards = Shards(model, args)
+    if args.attr is None and not shards.info.num_classes:
+        raise ConfigError(f"--shards {shards.folder} has no labels: colour by --attr NAME")
+    batches = shards.batches(args.n)
+    images = shards.images(batches)
+    if args.attr is None:
+        return images, torch.cat([b["label"] for b in batches]).numpy(), shards.info.class_names
+    name, target = space.target_of(shards.info, args.attr, None)
     has = torch.cat([target(b) for b in batches]).long().numpy()
     return images, has, [f"not {name}", name]
 
