@@ -31,7 +31,7 @@ from distgan.config import ConfigError, load_config
 from distgan.data.shards import Sample, write_shards
 from distgan.engine.parallel import DeepSpeedStrategy
 from distgan.engine.wandb_offline import read_offline_run
-from distgan.families.base import Nets, Phase
+from distgan.families.base import Nets, Phase, check_phases
 from distgan.schedules import linear_decay
 
 STEPS, EVERY, BASE_LR = 12, 4, 2e-3
@@ -194,6 +194,21 @@ def test_nets_wrapped_raw_and_names() -> None:
     assert nets.G is wrapped and nets.raw("G") is plain and nets["D"] is nets.D
     with pytest.raises(AttributeError, match=r"no network named 'E' \(networks: G, D\)"):
         _ = nets.E
+
+
+def test_a_phase_prepares_only_for_a_later_phase_that_trains_it() -> None:
+    def loss(nets, batch, ctx):
+        return torch.zeros(()), {}
+
+    later = Phase("G", trains="G", loss=loss)
+    check_phases([Phase("D", trains="D", loss=loss, prepares="G"), later])
+    assert Phase("D", trains="D", loss=loss, prepares="G").live == ("D", "G")
+    for phases in (
+        [later, Phase("D", trains="D", loss=loss, prepares="G")],  # G trained before, not after
+        [Phase("D", trains="D", loss=loss, prepares="G"), Phase("G", "G", loss, every=2)],
+    ):
+        with pytest.raises(ValueError, match="phase 'D' prepares 'G', but no later phase"):
+            check_phases(phases)
 
 
 def test_schedules_are_pure_functions_of_the_step() -> None:

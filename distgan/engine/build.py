@@ -34,7 +34,7 @@ from distgan.engine.runtime import (
 )
 from distgan.errors import ConfigError
 from distgan.families import get_family
-from distgan.families.base import Family, Nets, Phase, StepContext
+from distgan.families.base import Family, Nets, Phase, StepContext, check_phases
 from distgan.schedules import linear_decay
 
 log = logging.getLogger("distgan")
@@ -191,6 +191,7 @@ def build_run(
 
     # optimizers for every network a phase trains, and how they are synchronised across ranks
     phases = family.phases
+    check_phases(phases)
     trained = [n for n in family.networks if any(n in p.trains for p in phases)]
     optimizers = {
         name: torch.optim.Adam(

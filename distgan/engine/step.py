@@ -21,8 +21,8 @@ def train_step(run: Run, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         if run.step % phase.every:
             continue
         for name, module in run.networks.items():
-            module.requires_grad_(name in phase.trains)
-        nets = Nets(run.networks, {name: run.strategy.module(name) for name in phase.trains})
+            module.requires_grad_(name in phase.live)
+        nets = Nets(run.networks, {name: run.strategy.module(name) for name in phase.live})
         run.strategy.zero_grad(phase)
         run.ctx.enter(run.step, run.precision.scalers[phase.name])
         with run.precision.autocast():

@@ -18,10 +18,11 @@ evaluation). A family declares, as names and small objects:
 * ``ModelConfig`` / ``LossConfig``: the schemas of its ``model:`` and ``loss:`` sections;
 * ``phases``: the optimisation schedule of one step, each a :class:`Phase`.
 
-A phase's loss receives a :class:`Nets` view in which the networks that phase trains are the
-distributed (DDP) wrappers and every other network is the plain module with its parameters
-frozen, so e.g. the G step back-propagates *through* D without touching D's gradients or its
-gradient synchronisation (the rule DeepSpeed's one-engine-per-network setup needs too).
+A phase's loss receives a :class:`Nets` view in which the networks that phase trains (or
+prepares for a later phase: ``Phase.prepares``) are the distributed (DDP) wrappers and every other
+network is the plain module with its parameters frozen, so e.g. the G step back-propagates
+*through* D without touching D's gradients or its gradient synchronisation (the rule
+DeepSpeed's one-engine-per-network setup needs too).
 
 Everything else has a default: ``sample`` (outputs for ``distgan sample`` and evaluation),
 ``preview`` (the grid logged every ``log.sample_every`` steps), ``reference`` (the real images
@@ -107,7 +108,8 @@ class StepContext:
     """What a loss may ask of the engine: the device, this rank's noise generator, the engine
     step (for lazy regularization and schedules), the phase's GradScaler (for gradient penalties
     under fp16: see distgan/penalties.py) and ``scratch``, a dict cleared at the start of every
-    step in which phases of one step share work (e.g. the G phase's fakes for the D phase).
+    step in which phases of one step share work (e.g. the D phase's fakes for the G phase:
+    see ``Phase.prepares``).
     """
 
     def __init__(
@@ -151,16 +153,42 @@ LossFn = Callable[[Nets, Batch, StepContext], tuple[torch.Tensor, Logs]]
 @dataclass(frozen=True)
 class Phase:
     """One forward/backward of ``loss``, then one optimizer step of each network in ``trains``,
-    on the steps where ``step % every == 0``. Phases run in the order listed."""
+    on the steps where ``step % every == 0``. Phases run in the order listed.
+
+    ``prepares``: networks whose forward pass this phase runs *for a later phase of the same
+    step* to back-propagate through, handed over in ``ctx.scratch`` (e.g. the D phase's G(z),
+    which the G phase reuses instead of running G again). In this phase they are live — their
+    distributed wrapper, gradients on — but this phase's own loss must use their outputs
+    detached; each must be trained by a later phase that runs whenever this one does.
+    """
 
     name: str
     trains: tuple[str, ...]
     loss: LossFn
     every: int = 1
+    prepares: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.trains, str):  # Phase("D", trains="D", …) means ("D",)
-            object.__setattr__(self, "trains", (self.trains,))
+        for field in ("trains", "prepares"):  # Phase("D", trains="D", …) means ("D",)
+            if isinstance(getattr(self, field), str):
+                object.__setattr__(self, field, (getattr(self, field),))
+
+    @property
+    def live(self) -> tuple[str, ...]:
+        """The networks with gradients on in this phase: those it trains or prepares."""
+        return (*self.trains, *self.prepares)
+
+
+def check_phases(phases: list[Phase]) -> None:
+    """Refuse a ``prepares`` that no later phase of the same step would back-propagate."""
+    for i, phase in enumerate(phases):
+        for name in phase.prepares:
+            later = [p for p in phases[i + 1 :] if name in p.trains]
+            if not any(phase.every % p.every == 0 for p in later):
+                raise ValueError(
+                    f"phase '{phase.name}' prepares '{name}', but no later phase trains it on "
+                    f"every step that '{phase.name}' runs"
+                )
 
 
 @dataclass(frozen=True)
