@@ -5,6 +5,8 @@ Each rank runs the shipped recipes' own D loss (families/_adversarial.py) throug
 wrapped by the engine's accelerator (DDP, gloo, static_graph off); rank 0 also runs it without
 DDP on both ranks' data concatenated. The random draws (z, ε) of a rank are the rows of the
 single process's draws that belong to its samples, so the two computations see the same numbers.
+One more case checks the generator's side: with n_critic = 1 the G phase back-propagates through
+the D phase's fakes (``Phase.prepares``), and G's gradients must still be DDP's global average.
 
     ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 tests/ddp_penalty_check.py OUT.json
 """
@@ -118,9 +120,51 @@ def main(out: str) -> None:
                 "penalties": {k: v for k, v in ref_logs.items() if k in ("D/gp", "D/r1")},
             }
         accelerator.wait_for_everyone()
+    results["G through reused fakes"] = generator_case(accelerator)
     if accelerator.is_main_process:
         with open(out, "w") as f:
             json.dump(results, f, indent=2)
+
+
+def generator_grads(recipe, D, G, batch, ctx) -> list[torch.Tensor]:
+    """The engine's D then G phase of one step with n_critic = 1: G runs once, in the D phase
+    (``Phase.prepares``), and the G phase back-propagates through those fakes."""
+    recipe.d_loss(Nets({"D": D, "G": G}), batch, ctx)
+    assert "fake" in ctx.scratch, "the D phase did not hand its fakes to the G phase"
+    G.zero_grad(set_to_none=True)
+    loss, _ = recipe.g_loss(Nets({"D": D, "G": G}), batch, ctx)
+    loss.backward()
+    return [p.grad.clone() for p in getattr(G, "module", G).parameters()]
+
+
+def generator_case(accelerator) -> dict[str, float] | None:
+    """G's gradients through the D phase's fakes under DDP equal one process's (no batch
+    statistics in G, so that the split of the batch cannot matter)."""
+    overrides = ["model.g_channels=[16,8,8]", "model.d_channels=[8,8,8]", "model.z_dim=8"]
+    cfg = load_config("digits-wgangp", [*overrides, "loss.n_critic=1", "model.g_batchnorm=false"])
+    rank, world = accelerator.process_index, accelerator.num_processes
+    recipe = get_family(cfg.family)(cfg, {"": DatasetInfo(32, 1, [], 100)})
+    assert recipe.phases[0].prepares == ("G",)
+    torch.manual_seed(0)
+    models = recipe.build_networks()
+    D = models["D"].requires_grad_(False)  # frozen in the G phase
+    G_ref = copy.deepcopy(models["G"])
+    G = accelerator.prepare_model(models["G"])
+    images = torch.rand(N * world, 1, 32, 32, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    ddp = generator_grads(
+        recipe, D, G, {"image": images[rank * N : (rank + 1) * N]}, SlicedContext(rank, world)
+    )
+    result = None
+    if rank == 0:
+        ref = generator_grads(recipe, D, G_ref, {"image": images}, SlicedContext(0, 1))
+        errors = [(a - b).norm() / b.norm() for a, b in zip(ddp, ref, strict=True)]
+        result = {
+            "parameters": len(ref),
+            "max_relative_error": max(errors).item(),
+            "penalties": {"G grad norm": sum(g.norm() for g in ref).item()},
+        }
+    accelerator.wait_for_everyone()
+    return result
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Each engine step consumes one batch and runs:
 * phase ``D`` (every step): D learns to tell real from G(z) under ``loss.adversarial``, plus the
   gradient penalty (``loss.gp_weight``) and/or R1 (``loss.r1_gamma``) on lazy-regularization
   steps (``step % loss.reg_every == 0``, gain ``reg_every``), see distgan/penalties.py;
-* phase ``G`` (every ``loss.n_critic``-th step): G learns to fool a frozen D.
+* phase ``G`` (every ``loss.n_critic``-th step): G learns to fool a frozen D; with
+  ``n_critic = 1`` it back-propagates through the D phase's fakes (one G forward per step).
 
 So ``loss.n_critic = 5`` gives five critic updates, each on a fresh real batch, per G update
 (Gulrajani et al.'s Algorithm 1), and ``train.steps`` counts D steps. A family only builds its
@@ -123,14 +124,24 @@ class AdversarialFamily(Family):
     @property
     def phases(self) -> list[Phase]:
         return [
-            Phase("D", trains=("D",), loss=self.d_loss),
+            Phase("D", trains=("D",), loss=self.d_loss, prepares=("G",) * self.reuses_fake),
             Phase("G", trains=("G",), loss=self.g_loss, every=self.loss_cfg.n_critic),
         ]
 
+    @property
+    def reuses_fake(self) -> bool:
+        """With a G phase on every step, G runs once per step: the D phase's fakes keep their
+        graph and the G phase back-propagates through them (as PyTorch's DCGAN example does)."""
+        return self.loss_cfg.n_critic == 1
+
     def d_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
         cfg, label = self.loss_cfg, self.label(batch)
-        with torch.no_grad():
-            fake = self.fake(nets.G, batch, ctx)
+        if self.reuses_fake:
+            ctx.scratch["fake"] = self.fake(nets.G, batch, ctx)
+            fake = ctx.scratch["fake"].detach()
+        else:
+            with torch.no_grad():
+                fake = self.fake(nets.G, batch, ctx)
         real = self.instance_noise(batch["image"], ctx)
         fake = self.instance_noise(fake, ctx)
         gp_gain = penalties.lazy_gain(ctx.step, cfg.reg_every) * cfg.gp_weight
@@ -169,7 +180,10 @@ class AdversarialFamily(Family):
         return loss, logs
 
     def g_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
-        fake = self.instance_noise(self.fake(nets.G, batch, ctx), ctx)
+        fake = ctx.scratch.pop("fake", None)
+        if fake is None:
+            fake = self.fake(nets.G, batch, ctx)
+        fake = self.instance_noise(fake, ctx)
         loss = self.adversarial.g(ctx.compiled(nets.D)(fake, self.label(batch)))
         return loss, {"loss/G": loss.detach()}
 

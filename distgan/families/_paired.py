@@ -5,7 +5,8 @@ scheme with their own networks and their own split of a batch into input and tar
 
 Each step: phase ``D`` (the conditional D on real and generated pairs, non-saturating loss with
 ``loss.real_label`` one-sided smoothing, times ``loss.d_weight``), then phase ``G`` (fool D +
-``loss.l1_weight`` × L1 to the target).
+``loss.l1_weight`` × L1 to the target), back-propagating through the D phase's output of G (one
+G forward per step, as the reference implementation's ``forward()`` does).
 """
 
 from __future__ import annotations
@@ -44,14 +45,14 @@ class PairedTranslation(Family):
     @property
     def phases(self) -> list[Phase]:
         return [
-            Phase("D", trains=("D",), loss=self.d_loss),
+            Phase("D", trains=("D",), loss=self.d_loss, prepares=("G",)),
             Phase("G", trains=("G",), loss=self.g_loss),
         ]
 
     def d_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
         inputs, target = self.split(batch)
-        with torch.no_grad():
-            fake = ctx.compiled(nets.G)(inputs)
+        ctx.scratch["fake"] = ctx.compiled(nets.G)(inputs)  # G's one pass: phase G reuses it
+        fake = ctx.scratch["fake"].detach()
         real_out = ctx.compiled(nets.D)(torch.cat([inputs, target], 1))
         fake_out = ctx.compiled(nets.D)(torch.cat([inputs, fake], 1))
         targets = losses.d_targets(
@@ -63,7 +64,7 @@ class PairedTranslation(Family):
 
     def g_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
         inputs, target = self.split(batch)
-        fake = ctx.compiled(nets.G)(inputs)
+        fake = ctx.scratch.pop("fake")
         adversarial = losses.g_nonsaturating(ctx.compiled(nets.D)(torch.cat([inputs, fake], 1)))
         l1 = F.l1_loss(fake.float(), target.float())
         loss = adversarial + self.loss_cfg.l1_weight * l1
