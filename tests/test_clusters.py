@@ -237,15 +237,20 @@ def deepspeed_cmd(*args: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("recipe", "model"), [("digits-cdcgan", TINY_DCGAN), ("digits-wgangp", TINY_WGAN)]
+    ("recipe", "model", "precision"),
+    [("digits-cdcgan", TINY_DCGAN, "bf16"), ("digits-wgangp", TINY_WGAN, "no")],
 )
 def test_deepspeed_zero2_matches_ddp_and_resumes(
-    tmp_path: Path, recipe: str, model: list[str]
+    tmp_path: Path, recipe: str, model: list[str], precision: str
 ) -> None:
+    """bf16 is distgan's autocast under both strategies; channels_last off on both sides (its
+    default under DDP with bf16, impossible under DeepSpeed): another memory format rounds
+    bf16 convolutions differently (≈1e-3 apart after 12 steps), not what is compared here."""
     pytest.importorskip("deepspeed")
 
     def args(run_dir: Path, steps: int = 12) -> list[str]:
-        extra = ("log.wandb=disabled", f"train.steps={steps}", "train.precision=no")
+        extra = ("log.wandb=disabled", f"train.steps={steps}", f"train.precision={precision}")
+        extra += ("train.channels_last=false",)
         return ["train", recipe, *train_args(run_dir, *extra, model=model)]
 
     run(launch_cmd(2, *args(tmp_path / "ddp")))
@@ -259,9 +264,11 @@ def test_deepspeed_zero2_matches_ddp_and_resumes(
         for net in ddp
         for key in ddp[net]
     )
-    print(f"{recipe}: ZeRO-2 vs DDP, largest weight difference {worst:.2e}")
+    print(f"{recipe} ({precision}): ZeRO-2 vs DDP, largest weight difference {worst:.2e}")
     assert worst <= 1e-5, f"ZeRO-2 differs from DDP by {worst}"
 
+    if precision != "bf16":
+        return  # (CI time) the resume under ZeRO-2 is the same code in fp32
     # Resume under ZeRO-2 (sharded optimizer state in the checkpoint): 8 steps, then on to 12.
     resumed = tmp_path / "resumed"
     run(deepspeed_cmd(*args(resumed, steps=8)))

@@ -88,6 +88,10 @@ class DDPStrategy:
 class DeepSpeedStrategy:
     """One DeepSpeed engine per trained network (ZeRO stage 1 or 2), the family's optimizers.
 
+    Weights, gradients and the optimizer stay fp32 (DeepSpeed's own bf16/fp16 modes are off):
+    ``train.precision=bf16`` is distgan's autocast around the forward passes, exactly as under
+    DDP, so a ZeRO run computes what the DDP run computes and only the reductions differ.
+
     The forward pass goes through ``engine.module``: gradients reach DeepSpeed through its
     parameter hooks, and a gradient penalty's double backward fails through the engine itself.
     """
@@ -112,10 +116,10 @@ class DeepSpeedStrategy:
                     "into several engines; launch this family with DDP (e.g. "
                     "launch/1node-gpus.yaml)"
                 )
-        if precision.mode != "no":
+        if precision.mode == "fp16":
             raise ConfigError(
-                "train.precision must be 'no' with the DeepSpeed launch for now (distgan's "
-                "autocast and DeepSpeed's own bf16/fp16 casting are not combined yet)"
+                "train.precision=fp16 does not combine with the DeepSpeed launch (its loss scaling "
+                "would fight distgan's GradScaler): use bf16 or no"
             )
         os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
         import deepspeed

@@ -270,12 +270,16 @@ class Settings:
 def resolve_settings(cfg: Config, device: torch.device, deepspeed: bool = False) -> Settings:
     """Measured on a 2-core Zen 4 CPU (``distgan bench step``, README): channels_last pays off with
     bf16 (≈1.3×) but not in fp32; fused Adam and torch.compile gave nothing on that CPU.
-    DeepSpeed runs in fp32 for now (engine/parallel.py): ``auto`` means fp32 there."""
+    DeepSpeed keeps fp32 weights and gradients and composes with distgan's bf16 autocast, not
+    with fp16 (engine/parallel.py): there ``auto`` never means fp16, and parameters stay
+    contiguous (DeepSpeed flattens them; it cannot broadcast channels_last weights)."""
     cuda = device.type == "cuda"
     t = cfg.train
-    precision = (
-        "no" if deepspeed and t.precision == "auto" else resolve_precision(t.precision, device)
-    )
+    precision = resolve_precision(t.precision, device)
+    if deepspeed and t.precision == "auto" and precision == "fp16":
+        precision = "no"
+    if deepspeed and t.channels_last is True:
+        raise ConfigError("train.channels_last=true does not work with the DeepSpeed launch")
 
     def resolve(value: bool | str, auto: bool) -> bool:
         return auto if value == "auto" else bool(value)
@@ -283,6 +287,6 @@ def resolve_settings(cfg: Config, device: torch.device, deepspeed: bool = False)
     return Settings(
         precision=precision,
         compile=resolve(t.compile, cuda),
-        channels_last=resolve(t.channels_last, cuda or precision == "bf16"),
+        channels_last=resolve(t.channels_last, (cuda or precision == "bf16") and not deepspeed),
         fused_optimizers=resolve(t.fused_optimizers, cuda),
     )
