@@ -71,10 +71,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted 2-process run on one node that the multi-node and Slurm runs must
+    equal bit for bit (every checkpoint kept: no schedule depends on train.steps here)."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    run(launch_cmd(2, "train", "digits-cdcgan", *train_args(run_dir, "run.keep_last=100")))
+    return run_dir
+
+
 @pytest.mark.slow
-def test_two_nodes_over_loopback_equal_one_node(tmp_path: Path) -> None:
-    one_node, two_nodes = tmp_path / "one", tmp_path / "two"
-    run(launch_cmd(2, "train", "digits-cdcgan", *train_args(one_node, "train.steps=20")))
+def test_two_nodes_over_loopback_equal_one_node(reference: Path, tmp_path: Path) -> None:
+    two_nodes = tmp_path / "two"
     port = free_port()
     procs = [
         subprocess.Popen(
@@ -92,7 +100,7 @@ def test_two_nodes_over_loopback_equal_one_node(tmp_path: Path) -> None:
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "parameters identical on all 2 ranks" in outputs[0]
-    assert_bit_identical(final_weights(one_node, 20), final_weights(two_nodes, 20))
+    assert_bit_identical(final_weights(reference, 20), final_weights(two_nodes, 20))
 
 
 @pytest.mark.slow
@@ -175,12 +183,15 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     ],
 )
 def test_slurm_preemption_requeue_and_exact_resume(
-    slurm: dict[str, str], tmp_path: Path, template: str, nodes: int, per_node: int, launch: str
+    slurm: dict[str, str],
+    reference: Path,
+    tmp_path: Path,
+    template: str,
+    nodes: int,
+    per_node: int,
+    launch: str,
 ) -> None:
     from slurm_cluster import job_state
-
-    reference = tmp_path / "reference"
-    run(launch_cmd(2, "train", "digits-cdcgan", *train_args(reference)))
 
     run_dir, log_file = tmp_path / "slurm-run", tmp_path / "job.out"
     env = {
