@@ -111,17 +111,30 @@ def time_steps(
 
     With phases that run every k-th step (n_critic), steps are timed in whole cycles of ``cycle``
     steps (at least ``steps`` in all) and the median cycle is divided by ``cycle``."""
-    times = []
-    cycles = max(1, -(-steps // cycle))
-    for i in range(warmup + cycles * cycle):
-        start = time.perf_counter()
-        step_fn(i)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    timed = times[warmup:]
-    per_cycle = [sum(timed[c * cycle : (c + 1) * cycle]) for c in range(cycles)]
-    return times[0], statistics.median(per_cycle) / cycle
+    return time_interleaved({"": step_fn}, warmup, steps, device, cycle)[""]
+
+
+def time_interleaved(
+    step_fns: dict[str, Any], warmup: int, steps: int, device: torch.device, cycle: int = 1
+) -> dict[str, tuple[float, float]]:
+    """:func:`time_steps` for several step functions, taking turns cycle by cycle, so that a
+    shared machine's changing load weighs on each alike and their ratio holds."""
+    times: dict[str, list[float]] = {name: [] for name in step_fns}
+    cycles, warm = max(1, -(-steps // cycle)), -(-warmup // cycle)
+    for c in range(warm + cycles):
+        for name, step_fn in step_fns.items():
+            for i in range(cycle):
+                start = time.perf_counter()
+                step_fn(c * cycle + i)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+    result = {}
+    for name, t in times.items():
+        timed = t[warm * cycle :]
+        per_cycle = [sum(timed[k * cycle : (k + 1) * cycle]) for k in range(cycles)]
+        result[name] = (t[0], statistics.median(per_cycle) / cycle)
+    return result
 
 
 def phase_cycle(phases) -> int:

@@ -4,7 +4,8 @@ Times distgan's real step (``engine.step.advance``: phases and EMA) on synthetic
 model FLOPs of one step with torch's FLOP counter, and measures the dense-matmul ceiling of this
 machine for the same dtype in the same run, so utilisation is a ratio taken on the spot.
 ``--baseline`` also times the plain eager fp32 PyTorch version of the step (for DCGAN: exactly
-the step of PyTorch's official DCGAN example) and prints the speedup.
+the step of PyTorch's official DCGAN example) and prints the speedup; the two take turns step by
+step, so that a shared machine's changing load cannot tilt their ratio.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from distgan.bench._common import (
     phase_cycle,
     print_table,
     synthetic_batch,
-    time_steps,
+    time_interleaved,
 )
 from distgan.config import load_config
 
@@ -103,6 +104,17 @@ def build_dcgan_example_step(run, batch_size: int):
     return step_fn
 
 
+def build_baseline(cfg, run, info):
+    """(step function, its description): PyTorch's DCGAN example step for DCGAN recipes, else
+    the recipe's own step in eager fp32 (no autocast, compile or channels_last)."""
+    if cfg.family == "dcgan":
+        step_fn = build_dcgan_example_step(run, cfg.train.batch_size)
+        return step_fn, "PyTorch DCGAN example step, eager fp32"
+    plain = cfg.model_copy(deep=True)
+    plain.train.precision, plain.train.compile, plain.train.channels_last = "no", False, False
+    return build_distgan_step(plain, info)[0], "the same recipe step, eager fp32"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides = list(args.overrides)
     for key, value in (
@@ -119,7 +131,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device, settings = run.device, run.settings
 
     cycle = phase_cycle(run.phases)
-    first, median = time_steps(step_fn, args.warmup, args.steps, device, cycle)
+    base_fn, baseline = build_baseline(cfg, run, info) if args.baseline else (None, None)
+    timed = {"distgan": step_fn, **({"baseline": base_fn} if base_fn else {})}
+    timings = time_interleaved(timed, args.warmup, args.steps, device, cycle)
+    first, median = timings["distgan"]
     flops = count_flops(step_fn, cycle)
     precision = settings.precision
     dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -143,21 +158,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ceiling_gflop_s": ceiling / 1e9,
         "utilisation_pct": 100 * flops / median / ceiling,
     }
-    if args.baseline:
-        if cfg.family == "dcgan":
-            base_fn = build_dcgan_example_step(run, batch)
-            result["baseline"] = "PyTorch DCGAN example step, eager fp32"
-        else:
-            plain = cfg.model_copy(deep=True)
-            plain.train.precision, plain.train.compile, plain.train.channels_last = (
-                "no",
-                False,
-                False,
-            )
-            base_fn = build_distgan_step(plain, info)[0]
-            result["baseline"] = "the same recipe step, eager fp32"
-        _, base_median = time_steps(base_fn, args.warmup, args.steps, device, cycle)
-        result["baseline_step_s"] = base_median
-        result["speedup"] = base_median / median
+    if base_fn:
+        result["baseline"] = baseline
+        result["baseline_step_s"] = timings["baseline"][1]
+        result["speedup"] = timings["baseline"][1] / median  # timed in turns with distgan's
     print_table(f"distgan bench step: {cfg.name}", result)
     return result
