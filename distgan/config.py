@@ -17,7 +17,7 @@ import difflib
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -55,7 +55,12 @@ class DataConfig(_Section):
         description="folder with WebDataset *.tar shards + manifest.json, or one folder per "
         "named stream for families that read several (e.g. {A: DIR, B: DIR})",
     )
-    num_workers: int = Field(2, ge=0, description="data-loader worker processes per rank")
+    num_workers: int = Field(2, ge=0, description="logical loader workers per rank (data order)")
+    loader_processes: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        description="processes reading them (divides num_workers; 0: the trainer; "
+        "auto: by cores, never the data order)",
+    )
     shuffle_buffer: int = Field(1000, ge=1, description="samples held for shuffling per worker")
     verify: bool = Field(False, description="check every shard's sha256 against the manifest")
     mode: Literal["epoch", "resampled"] = Field(

@@ -11,10 +11,11 @@ import psutil
 import pytest
 import torch
 
-from distgan.data.loader import ResumableLoader
+from distgan.data.loader import ResumableLoader, resolve_loader_processes
 from distgan.data.shards import Sample, ShardError, encode_sample, write_shards
 from distgan.data.stream import ShardStream, decode_sample
 from distgan.data.transforms import Transforms, lab_to_rgb, rgb_to_lab
+from distgan.errors import ConfigError
 
 TOTAL, PER_SHARD = 57, 6  # 10 shards: 9 of 6 samples and one of 3
 
@@ -46,11 +47,13 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def make_loader(path: Path, rank=0, world=1, workers=2, batch=4, seed=5, **kw) -> ResumableLoader:
+def make_loader(
+    path: Path, rank=0, world=1, workers=2, batch=4, seed=5, processes=None, **kw
+) -> ResumableLoader:
     stream = ShardStream(
         path, batch_size=batch, seed=seed, rank=rank, world_size=world, num_workers=workers, **kw
     )
-    return ResumableLoader(stream, workers)
+    return ResumableLoader(stream, workers if processes is None else processes)
 
 
 def take(loader: ResumableLoader, n: int) -> list[tuple[int, dict]]:
@@ -93,11 +96,13 @@ def test_too_few_shards_is_an_error_in_epoch_mode_and_fine_resampled(shards: Pat
 
 
 @pytest.mark.parametrize(
-    ("mode", "consumed"), [("epoch", 3), ("epoch", 17), ("resampled", 11)]
+    ("mode", "consumed", "processes"), [("epoch", 3, 2), ("epoch", 17, 0), ("resampled", 11, 1)]
 )  # mid-epoch; past an epoch boundary of both workers; resampled
 def test_restored_position_yields_exactly_the_remaining_batches(
-    tmp_path: Path, mode: str, consumed: int
+    tmp_path: Path, mode: str, consumed: int, processes: int
 ) -> None:
+    """… also when the resumed loader reads the 2 logical workers with 0 (the test's own
+    process) or 1 loader process: the number of processes never changes the batches."""
     make_shards(tmp_path, truncate="k010")  # with a bad sample: positions count raw samples
     kw = {"mode": mode, "transforms": Transforms(flip=True, crop=0.75), "batch": 3}
     uninterrupted = make_loader(tmp_path, **kw)
@@ -105,7 +110,7 @@ def test_restored_position_yields_exactly_the_remaining_batches(
     state = uninterrupted.state_dict()
     expected = take(uninterrupted, 12)
 
-    resumed = make_loader(tmp_path, **kw)
+    resumed = make_loader(tmp_path, processes=processes, **kw)
     resumed.load_state_dict(state)
     got = take(resumed, 12)
     for (w_exp, b_exp), (w_got, b_got) in zip(expected, got, strict=True):
@@ -113,6 +118,14 @@ def test_restored_position_yields_exactly_the_remaining_batches(
         for name in ("image", "label", "attrs"):
             assert torch.equal(b_exp[name], b_got[name]), name
     assert resumed.bad_samples == uninterrupted.bad_samples >= 1
+
+
+def test_loader_processes_auto_by_cores_and_a_divisor_of_the_logical_workers() -> None:
+    assert resolve_loader_processes("auto", 2, cores_per_rank=2) == 0  # the trainer reads
+    assert resolve_loader_processes("auto", 2, cores_per_rank=8) == 2
+    assert resolve_loader_processes(1, 4, cores_per_rank=1) == 1
+    with pytest.raises(ConfigError, match=r"data\.loader_processes=3 must divide"):
+        resolve_loader_processes(3, 4, cores_per_rank=8)
 
 
 def test_truncated_image_is_skipped_counted_and_logged(

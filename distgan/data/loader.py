@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from distgan.data.stream import DatasetInfo, ShardStream
 from distgan.data.transforms import Transforms
-from distgan.errors import ShardError
+from distgan.errors import ConfigError, ShardError
 
 log = logging.getLogger("distgan.data")
 
@@ -40,9 +40,10 @@ def _shut_down(iterator: Iterator[dict[str, Any]]) -> None:
 class ResumableLoader:
     """A DataLoader over :class:`ShardStream` that knows its exact position (``state_dict``)."""
 
-    def __init__(self, stream: ShardStream, num_workers: int, pin_memory: bool = False) -> None:
+    def __init__(self, stream: ShardStream, processes: int, pin_memory: bool = False) -> None:
+        """``processes``: loader processes playing the stream's logical workers (0: this one)."""
         self.stream = stream
-        self.num_workers = num_workers
+        self.processes = processes
         self.pin_memory = pin_memory
         self.consumed = [0] * stream.num_workers
         self.positions = [(0, 0)] * stream.num_workers
@@ -57,9 +58,9 @@ class ResumableLoader:
         loader = DataLoader(
             self.stream,
             batch_size=None,
-            num_workers=self.num_workers,
+            num_workers=self.processes,
             pin_memory=self.pin_memory,
-            prefetch_factor=4 if self.num_workers else None,
+            prefetch_factor=4 if self.processes else None,
             generator=torch.Generator(),  # never touch the global RNG (exact resume)
             worker_init_fn=_ignore_stop_signals,
         )
@@ -133,6 +134,25 @@ class ResumableLoader:
         self.close()  # the next batch starts workers at the restored position
 
 
+def resolve_loader_processes(asked: int | str, num_workers: int, cores_per_rank: int) -> int:
+    """How many processes read a rank's ``num_workers`` logical workers. ``auto``: on a rank
+    with few cores, loader processes take cores from the compute threads (measured: distgan
+    bench data/step, README "Speed"), so the trainer reads itself; with more cores, one process
+    per logical worker."""
+    workers = max(num_workers, 1)
+    if asked == "auto":
+        return 0 if cores_per_rank <= AUTO_INLINE_CORES else num_workers
+    if asked and workers % asked:
+        raise ConfigError(
+            f"data.loader_processes={asked} must divide data.num_workers={num_workers} "
+            "(each process plays the same number of logical workers); or use auto"
+        )
+    return int(asked)
+
+
+AUTO_INLINE_CORES = 2  # cores per rank up to which `auto` reads in the trainer's process
+
+
 class TrainingData:
     """The training streams of one rank. ``shards``: a folder (batches are the stream's dicts)
     or ``{name: folder}`` (batches are ``{name: dict}``, one batch of each stream per step)."""
@@ -146,9 +166,12 @@ class TrainingData:
         rank: int,
         world_size: int,
         num_workers: int,
+        loader_processes: int | None = None,
         pin_memory: bool = False,
         **stream_options: Any,
     ) -> None:
+        """``num_workers``: logical workers (the data order); ``loader_processes``: how many
+        processes read them (a divisor of ``num_workers``, 0: this process; default: one each)."""
         self.named = isinstance(shards, dict)
         folders = shards if isinstance(shards, dict) else {"": shards}
         self.loaders: dict[str, ResumableLoader] = {}
@@ -162,7 +185,8 @@ class TrainingData:
                 num_workers=num_workers,
                 **stream_options,
             )
-            self.loaders[name] = ResumableLoader(stream, num_workers, pin_memory=pin_memory)
+            processes = num_workers if loader_processes is None else loader_processes
+            self.loaders[name] = ResumableLoader(stream, processes, pin_memory=pin_memory)
 
     @property
     def info(self) -> dict[str, DatasetInfo]:

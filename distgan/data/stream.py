@@ -22,7 +22,9 @@ How determinism and resume work
   next. Each batch comes from exactly one worker, which tags it with its position: the epoch and
   the number of raw samples (decodable or not) read in that epoch so far.
 * ``torch.utils.data.DataLoader`` takes batches from workers strictly round-robin. The position of
-  a rank is thus each logical worker's (epoch, samples read) plus the next worker in turn. On
+  a rank is thus each logical worker's (epoch, samples read) plus the next worker in turn. Fewer
+  loader processes than logical workers (``data.loader_processes``; 0: the trainer reads) play
+  them in the same round-robin order, so they change the speed, never the batches. On
   resume, worker ``w`` starts at its epoch and skips the samples already read, without decoding
   them, and physical worker 0 plays the logical worker that was next, so the resumed run sees
   exactly the batches the uninterrupted run would have seen.
@@ -340,11 +342,24 @@ class ShardStream(IterableDataset):
         return batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """This loader process's batches. ``P`` processes (0: the trainer's own) may play the
+        ``W`` logical workers, P dividing W: process ``p`` plays logical workers p, p + P, … in
+        turn, so with the DataLoader's round-robin over processes the batches come in exactly
+        the order of W processes — the data order never depends on how many processes read."""
         info = get_worker_info()
-        physical = info.id if info is not None else 0
-        if info is None and self.num_workers > 1:
-            raise RuntimeError("ShardStream with several logical workers needs DataLoader workers")
-        yield from self._worker_batches((physical + self.worker_offset) % self.num_workers)
+        physical, processes = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self.num_workers % processes:
+            raise ValueError(
+                f"{processes} loader processes cannot play {self.num_workers} logical workers "
+                "(data.loader_processes must divide data.num_workers)"
+            )
+        played = range(physical, self.num_workers, processes)
+        streams = [
+            self._worker_batches((w + self.worker_offset) % self.num_workers) for w in played
+        ]
+        while True:
+            for stream in streams:
+                yield next(stream)
 
 
 def held_out_batches(

@@ -20,7 +20,7 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from distgan.config import Config
-from distgan.data.loader import TrainingData
+from distgan.data.loader import TrainingData, resolve_loader_processes
 from distgan.data.stream import DatasetInfo
 from distgan.data.transforms import Transforms
 from distgan.engine.ema import make_ema, update_ema
@@ -28,6 +28,7 @@ from distgan.engine.parallel import DDPStrategy, DeepSpeedStrategy, deepspeed_co
 from distgan.engine.runtime import (
     Precision,
     Settings,
+    cores_per_rank,
     make_accelerator,
     process_accelerator,
     resolve_settings,
@@ -146,6 +147,9 @@ def open_data(cfg: Config, accelerator: Accelerator) -> TrainingData:
         rank=accelerator.process_index,
         world_size=accelerator.num_processes,
         num_workers=d.num_workers,
+        loader_processes=resolve_loader_processes(
+            d.loader_processes, d.num_workers, cores_per_rank(accelerator)
+        ),
         pin_memory=accelerator.device.type == "cuda",
         shuffle_buffer=d.shuffle_buffer,
         verify=d.verify,

@@ -94,6 +94,13 @@ def describe(accelerator: Accelerator) -> str:
     )
 
 
+def cores_per_rank(accelerator: Accelerator) -> int:
+    """The CPU cores this process may use, shared with the other ranks on its machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    return max(1, (cores or 1) // max(local, 1))
+
+
 def broadcast_buffers(modules: list[torch.nn.Module]) -> None:
     """Rank 0's buffers (BatchNorm statistics) on every rank. DDP broadcasts a trained network's
     buffers at its next forward, but between steps each rank holds the statistics of its own last
