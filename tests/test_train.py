@@ -44,15 +44,22 @@ def train_args(run_dir: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("processes", [1])
 def test_resume_after_sigkill_is_bit_exact(tmp_path: Path, processes: int) -> None:
     """(2 processes: tests/test_recipes.py resumes WGAN-GP, CycleGAN, the VAE and EigenGAN after
-    SIGKILL, and tests/test_contract.py a two-generator family; the same launch and code path.)"""
+    SIGKILL, and tests/test_contract.py a two-generator family; the same launch and code path.)
+    The data are read by the trainer (reference), 2 loader processes (killed run) and 1 (resumed):
+    the number of loader processes must not change a batch."""
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    ref = run(launch_cmd(processes, *train_args(reference, "log.wandb=disabled")))
+
+    def cmd(run_dir: Path, loader_processes: int) -> list[str]:
+        extra = ("log.wandb=disabled", f"data.loader_processes={loader_processes}")
+        return launch_cmd(processes, *train_args(run_dir, *extra))
+
+    ref = run(cmd(reference, 0))
 
     # Hard-kill the whole process tree right after the first checkpoint, then resume=auto.
     first = interrupted / "checkpoints" / f"step-{EVERY:08d}.pt"
-    run_and_kill_after(launch_cmd(processes, *train_args(interrupted, "log.wandb=disabled")), first)
+    run_and_kill_after(cmd(interrupted, 2), first)
     assert not (interrupted / "checkpoints" / f"step-{STEPS:08d}.pt").exists()
-    resumed = run(launch_cmd(processes, *train_args(interrupted, "log.wandb=disabled")))
+    resumed = run(cmd(interrupted, 1))
     match = re.search(r"resumed from \S+ at step (\d+)", resumed.stderr)
     assert match and EVERY <= int(match.group(1)) < STEPS, resumed.stderr[-3000:]
 
