@@ -74,6 +74,8 @@ def test_bench_gp_and_ddp() -> None:
         "2",
         "--warmup",
         "1",
+        "--rounds",
+        "1",
         *TINY_DCGAN,
     )
     assert ddp["step_s_1_process"] > 0 and ddp["step_s_2_processes"] > 0

@@ -60,8 +60,14 @@ def process_accelerator(collective_timeout: float) -> Accelerator:
     trained network is wrapped in DDP (the trainer and ``distgan bench`` use the same)."""
     kwargs = [
         # Never static_graph: it silently gives wrong critic gradients with gradient penalties.
-        # Buffers (BatchNorm statistics) are broadcast from rank 0, so ranks stay identical.
-        DistributedDataParallelKwargs(static_graph=False, broadcast_buffers=True),
+        # No buffer broadcast before every forward pass (each one a collective, a point where the
+        # ranks wait for each other): BatchNorm statistics in train mode do not touch training,
+        # rank 0's are the ones checkpoints keep and evaluation broadcasts (broadcast_buffers
+        # below), and spectral norm's power iteration evolves alike on every rank. Gradients
+        # live in DDP's buckets (no copy).
+        DistributedDataParallelKwargs(
+            static_graph=False, broadcast_buffers=False, gradient_as_bucket_view=True
+        ),
         # A dead rank must not hang the others forever.
         InitProcessGroupKwargs(timeout=timedelta(seconds=collective_timeout)),
     ]
