@@ -116,15 +116,25 @@ def projection(
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` (same distribution, same scaling) with its mask drawn by ``torch.rand`` on
-    CPUs, where ``bernoulli_`` has no vectorised kernel: 2.5–3× faster there (a third of the
-    step of ``cifar10-horse-dcgan`` went to ``bernoulli_``). GPUs keep the fused kernel."""
+    """``nn.Dropout`` (same scaling; the drop rate rounded to 1/65536) with a cheaper mask on
+    CPUs, where ``bernoulli_`` has no vectorised kernel and one random number per element is
+    the cost: each 64-bit random draw gives four 16-bit uniform lanes, one per element. Timed
+    on 8.4 M elements (2-core Zen 4): bernoulli_ 85 ms, ``torch.rand`` 46 ms, this 13 ms (the
+    masks took a fifth of a ``celeba128-vae`` step). GPUs keep the fused kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or x.device.type != "cpu":
             return super().forward(x)
-        keep = torch.rand(x.shape, device=x.device) >= self.p
+        keep = uniform_int16(x.shape, x.device) >= round(self.p * 65536) - 32768
         return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+
+
+def uniform_int16(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """Uniform int16 numbers of ``shape`` from the global generator, four per 64-bit draw."""
+    n = shape.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    bits.random_(-(2**63), 2**63 - 1)  # the whole 64-bit range (less one value in 2⁶⁴)
+    return bits.view(torch.int16)[:n].view(shape)
 
 
 def activation(slope: float) -> nn.Module:
