@@ -121,7 +121,7 @@ class TrainConfig(_Section):
         "auto", description="NHWC memory format for conv nets (auto: when it measured faster)"
     )
     fused_optimizers: bool | Literal["auto"] = Field(
-        "auto", description="fused Adam kernels (auto: on CUDA)"
+        "auto", description="fused Adam kernels (auto: on)"
     )
     num_processes: int | None = Field(
         None, ge=1, description="expected world size; default: what the launcher asked for"
