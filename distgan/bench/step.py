@@ -106,12 +106,13 @@ def build_dcgan_example_step(run, batch_size: int):
 
 def build_baseline(cfg, run, info):
     """(step function, its description): PyTorch's DCGAN example step for DCGAN recipes, else
-    the recipe's own step in eager fp32 (no autocast, compile or channels_last)."""
+    the recipe's own step in eager fp32 (no autocast, compile, channels_last or fused Adam)."""
     if cfg.family == "dcgan":
         step_fn = build_dcgan_example_step(run, cfg.train.batch_size)
         return step_fn, "PyTorch DCGAN example step, eager fp32"
     plain = cfg.model_copy(deep=True)
-    plain.train.precision, plain.train.compile, plain.train.channels_last = "no", False, False
+    t = plain.train
+    t.precision, t.compile, t.channels_last, t.fused_optimizers = "no", False, False, False
     return build_distgan_step(plain, info)[0], "the same recipe step, eager fp32"
 
 
