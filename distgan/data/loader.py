@@ -134,10 +134,13 @@ class ResumableLoader:
         self.close()  # the next batch starts workers at the restored position
 
 
+AUTO_INLINE_CORES = 2  # cores per rank up to which `auto` reads in the trainer's process
+
+
 def resolve_loader_processes(asked: int | str, num_workers: int, cores_per_rank: int) -> int:
     """How many processes read a rank's ``num_workers`` logical workers. ``auto``: on a rank
-    with few cores, loader processes take cores from the compute threads (measured: distgan
-    bench data/step, README "Speed"), so the trainer reads itself; with more cores, one process
+    with few cores, loader processes take cores from the compute threads (measured with the
+    default job, README "Speed"), so the trainer reads itself; with more cores, one process
     per logical worker."""
     workers = max(num_workers, 1)
     if asked == "auto":
@@ -148,9 +151,6 @@ def resolve_loader_processes(asked: int | str, num_workers: int, cores_per_rank:
             "(each process plays the same number of logical workers); or use auto"
         )
     return int(asked)
-
-
-AUTO_INLINE_CORES = 2  # cores per rank up to which `auto` reads in the trainer's process
 
 
 class TrainingData:
