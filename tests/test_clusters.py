@@ -255,7 +255,7 @@ def test_deepspeed_zero2_matches_ddp_and_resumes(
     tmp_path: Path, recipe: str, model: list[str], precision: str
 ) -> None:
     """bf16 is distgan's autocast under both strategies; channels_last off on both sides (its
-    default under DDP with bf16, impossible under DeepSpeed): another memory format rounds
+    default under DDP, impossible under DeepSpeed): another memory format rounds
     bf16 convolutions differently (≈1e-3 apart after 12 steps), not what is compared here."""
     pytest.importorskip("deepspeed")
 
