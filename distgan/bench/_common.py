@@ -8,7 +8,6 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,18 +43,10 @@ SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 def machine() -> dict[str, Any]:
     """The CPU every figure was taken on: its model, core count, the flags that pick float
     kernels, and the precision ``train.precision=auto`` resolves to here."""
-    from distgan.engine.runtime import resolve_precision
+    from distgan.engine.runtime import cpu_info, resolve_precision
 
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        model = platform.processor() or platform.machine()
+    model, flags = cpu_info()
+    model = model or platform.processor() or platform.machine()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return {
         "cpu": model,

@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -153,14 +154,25 @@ def check_ranks_in_sync(models: dict[str, torch.nn.Module], step: int) -> None:
         )
 
 
+def cpu_info() -> tuple[str, set[str]]:
+    """(model name, flags) of this machine's first CPU in /proc/cpuinfo (("", set()) without)."""
+    model, flags = "", set()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return model, flags
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
 def cpu_has_fast_bf16() -> bool:
     """bf16 matmuls in hardware (AVX512-BF16 or AMX); elsewhere bf16 on CPU is emulated, slow."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return bool(cpu_info()[1] & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(mode: str, device: torch.device) -> str:
