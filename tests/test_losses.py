@@ -98,6 +98,28 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_penalty_friendly_leaky_relu_gives_pytorchs_gradients_bit_for_bit(slope, dtype) -> None:
+    """distgan's LeakyReLU skips the double backward's pass over zeros: same bits as nn's."""
+    from distgan.models.layers import LeakyReLU
+
+    ours = small_critic()
+    theirs = copy.deepcopy(ours)
+    for name, module in theirs.features.named_children():
+        if isinstance(module, LeakyReLU):
+            setattr(theirs.features, name, nn.LeakyReLU(slope) if slope else nn.ReLU())
+    for module in ours.modules():
+        if isinstance(module, LeakyReLU):
+            module.slope = slope
+    gp_ours, grads_ours = penalty_and_grads(ours, dtype)
+    gp_theirs, grads_theirs = penalty_and_grads(theirs, dtype)
+    assert any(isinstance(m, nn.LeakyReLU | nn.ReLU) for m in theirs.modules())
+    assert torch.equal(gp_ours, gp_theirs)
+    for mine, reference in zip(grads_ours, grads_theirs, strict=True):
+        assert reference.abs().sum() > 0 and torch.equal(mine, reference)
+
+
 # Stated tolerances (relative L2 error against fp32): bf16 keeps 8 bits of mantissa, fp16 11.
 # Measured here: bf16 penalty 1.2e-4, weight gradients ≤ 3.8e-2; fp16 7e-5 and ≤ 2.6e-2.
 BF16_PENALTY_RTOL, BF16_GRAD_RTOL = 2e-2, 5e-2

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from distgan.models.layers import init_args
+from distgan.models.layers import LeakyReLU, init_args
 
 
 def eigen_width(side: int, width: float, max_channels: int) -> int:
@@ -135,7 +135,7 @@ class EigenDiscriminator(nn.Module):
         super().__init__()
         self.hparams = init_args(locals())
         nd = lambda side: eigen_width(side, width, max_channels)  # noqa: E731
-        act = lambda: nn.LeakyReLU(slope)  # noqa: E731
+        act = lambda: LeakyReLU(slope)  # noqa: E731  (R1's double backward skips zeros)
         layers: list[nn.Module] = [nn.Conv2d(channels, nd(resolution), 7, 1, 3), act()]
         side = resolution
         for _ in range(_halvings(resolution)):
