@@ -10,6 +10,7 @@ says what to optimise (networks, phases, losses, outputs; distgan/families/base.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from distgan.config import Config, to_yaml
@@ -56,6 +57,7 @@ def loop(run: Run, reporter: RunLogger) -> StopTraining | None:
     t = run.cfg.train
     stop = StopFlag(parse_duration(t.time_limit), t.stop_check_every, run.device)
     stopped: StopTraining | None = None
+    first_step, started = run.step, time.perf_counter()
     try:
         while run.step < t.steps:
             logged = advance(run, run.next_batch())
@@ -71,6 +73,14 @@ def loop(run: Run, reporter: RunLogger) -> StopTraining | None:
         run.data.close()
         stop.restore()
         reporter.close()
+    seconds = time.perf_counter() - started
+    log.info(
+        "trained steps %d → %d in %.1f s (%.0f img/s, with evaluations and checkpoints)",
+        first_step,
+        run.step,
+        seconds,
+        (run.step - first_step) * t.batch_size * run.world / max(seconds, 1e-9),
+    )
     return stopped
 
 
