@@ -47,6 +47,8 @@ from collections.abc import Callable
 
 import torch
 
+from distgan.models.double_backward import input_gradient_pass
+
 Critic = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -71,9 +73,11 @@ def input_gradients(
     if scaler is not None and scaler.is_enabled():
         scale = scaler.get_scale() / n
         upstream = torch.full_like(outputs, scale)
-        (grad,) = torch.autograd.grad(outputs, inputs, upstream, create_graph=True)
+        with input_gradient_pass():
+            (grad,) = torch.autograd.grad(outputs, inputs, upstream, create_graph=True)
         return _at_least_fp32(grad) * (1.0 / scale)
-    (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
+    with input_gradient_pass():  # only ∇ₓ: the critic's own layers skip weight gradients
+        (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
     return _at_least_fp32(grad)
 
 

@@ -21,7 +21,8 @@ import math
 import torch
 from torch import nn
 
-from distgan.models.layers import LeakyReLU, init_args
+from distgan.models.double_backward import Conv2d, LeakyReLU
+from distgan.models.layers import init_args
 
 
 def eigen_width(side: int, width: float, max_channels: int) -> int:
@@ -135,14 +136,14 @@ class EigenDiscriminator(nn.Module):
         super().__init__()
         self.hparams = init_args(locals())
         nd = lambda side: eigen_width(side, width, max_channels)  # noqa: E731
-        act = lambda: LeakyReLU(slope)  # noqa: E731  (R1's double backward skips zeros)
-        layers: list[nn.Module] = [nn.Conv2d(channels, nd(resolution), 7, 1, 3), act()]
+        act = lambda: LeakyReLU(slope)  # noqa: E731  (cheap for R1's double backward)
+        layers: list[nn.Module] = [Conv2d(channels, nd(resolution), 7, 1, 3), act()]
         side = resolution
         for _ in range(_halvings(resolution)):
-            layers += [nn.Conv2d(nd(side), nd(side), 3, 1, 1), act()]
-            layers += [nn.Conv2d(nd(side), nd(side // 2), 3, 2, 1), act()]
+            layers += [Conv2d(nd(side), nd(side), 3, 1, 1), act()]
+            layers += [Conv2d(nd(side), nd(side // 2), 3, 2, 1), act()]
             side //= 2
-        layers += [nn.Conv2d(nd(4), nd(4), 3, 1, 1), act(), nn.Flatten()]
+        layers += [Conv2d(nd(4), nd(4), 3, 1, 1), act(), nn.Flatten()]
         layers += [nn.Linear(16 * nd(4), fc_dim), act(), nn.Linear(fc_dim, 1)]
         self.net = nn.Sequential(*layers)
         _he_init_(self, slope)

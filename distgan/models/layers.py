@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from distgan.models.double_backward import LeakyReLU
+
 
 def sn(module: nn.Module, enabled: bool = True) -> nn.Module:
     """Spectral normalisation (Miyato et al., 2018): W / σ_max(W), σ_max estimated by one power
@@ -137,45 +139,8 @@ def uniform_int16(shape: torch.Size, device: torch.device) -> torch.Tensor:
     return bits.view(torch.int16)[:n].view(shape)
 
 
-class _LeakyReLUFunction(torch.autograd.Function):
-    """leaky_relu whose backward treats the slope mask (x > 0) as a constant of the graph."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, slope: float) -> torch.Tensor:
-        y = F.leaky_relu(x, slope)
-        ctx.save_for_backward(y)
-        ctx.slope = slope
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (y,) = ctx.saved_tensors
-        # The sign of y is x's; detached, so a double backward stops here (its derivative is 0).
-        return torch.ops.aten.leaky_relu_backward(grad, y.detach(), ctx.slope, True), None
-
-
-class LeakyReLU(nn.Module):
-    """LeakyReLU (ReLU for slope 0) for critics that take a gradient penalty.
-
-    PyTorch's own derivative of leaky_relu's backward with respect to its input is a tensor of
-    zeros, which autograd then carries back through the critic's whole forward graph: a
-    gradient penalty's double backward ran a full convolution backward on zeros (a sixth of a
-    WGAN-GP critic step). Here the mask is a constant, so that pass never runs; every gradient
-    is bit for bit PyTorch's (tested in tests/test_losses.py)."""
-
-    def __init__(self, slope: float = 0.01) -> None:
-        super().__init__()
-        self.slope = float(slope)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _LeakyReLUFunction.apply(x, self.slope)
-
-    def extra_repr(self) -> str:
-        return f"slope={self.slope}"
-
-
 def activation(slope: float) -> nn.Module:
-    """LeakyReLU(slope), ReLU for slope 0, with penalty-friendly gradients (see LeakyReLU)."""
+    """LeakyReLU(slope), ReLU for slope 0, with cheap second derivatives (double_backward.py)."""
     return LeakyReLU(slope)
 
 

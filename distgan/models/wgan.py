@@ -15,6 +15,7 @@ import itertools
 import torch
 from torch import nn
 
+from distgan.models.double_backward import Conv2d
 from distgan.models.layers import Dropout, activation, init_args, output_layer, same_padding, sn
 
 
@@ -81,7 +82,7 @@ class WGANCritic(nn.Module):
         pad, _ = same_padding(kernel_size)
         layers: list[nn.Module] = []
         for c_in, c_out in zip((channels, *d_channels), d_channels, strict=False):
-            layers += [sn(nn.Conv2d(c_in, c_out, kernel_size, 2, pad), spectral_norm)]
+            layers += [sn(Conv2d(c_in, c_out, kernel_size, 2, pad), spectral_norm)]
             layers += [activation(leaky_slope)]
             if dropout:
                 layers += [Dropout(dropout)]
