@@ -15,9 +15,11 @@ with these, critic alone):
   batch and channels swapped (and copies of the weight), 2–3× slower than the ordinary weight
   gradient kernel used here.
 
-The first derivatives are PyTorch's kernels (bit for bit in the plain passes); inside
-:func:`input_gradient_pass` (the penalty's ∇ₓD) no weight gradient is computed, since only the
-input's is asked for. Tested: tests/test_losses.py (equal gradients), tests/ddp_penalty_check.py.
+The first derivatives are PyTorch's kernels: bit for bit without autocast; under autocast each
+pass's low-precision weight gradient reaches the fp32 weight on its own and is summed in fp32
+(autocast's one cached cast sums them in bf16 first). Inside :func:`input_gradient_pass` (the
+penalty's ∇ₓD) no weight gradient is computed, since only the input's is asked for. Tested:
+tests/test_losses.py (against nn's layers), tests/ddp_penalty_check.py (2 ranks vs 1 process).
 """
 
 from __future__ import annotations
