@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY_DCGAN, TINY_WGAN, distgan_cmd, run
 
 from distgan.bench._common import SPEED_FLAGS
@@ -45,6 +46,20 @@ def test_bench_step_with_baseline() -> None:
     assert set(machine["flags"]) == {f for f in SPEED_FLAGS if f in flags}
     bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
     assert machine["auto_precision"] == ("bf16" if bf16 else "no")
+    assert machine["kernels"].startswith("ATen ")
+
+
+def test_auto_precision_follows_the_kernels_onednn_may_use(monkeypatch) -> None:
+    """Limited to AVX2 kernels (how an AVX-512 machine stands in for a Zen 3), bf16 would be
+    emulated: ``auto`` picks fp32 there, as on the real AVX2 CPU."""
+    from distgan.engine.runtime import resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert resolve_precision("auto", cpu) == "no"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    bf16 = {"avx512_bf16", "amx_bf16"} & set(Path("/proc/cpuinfo").read_text().split())
+    assert resolve_precision("auto", cpu) == ("bf16" if bf16 else "no")
 
 
 def test_bench_gp_and_ddp() -> None:

@@ -52,6 +52,9 @@ def machine() -> dict[str, Any]:
         "cpu": model,
         "cores": os.cpu_count(),
         "flags": [f for f in SPEED_FLAGS if f in flags],
+        # what the kernels may use: less than the flags under ATEN_CPU_CAPABILITY/ONEDNN_MAX_CPU_ISA
+        "kernels": f"ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN "
+        + os.environ.get("ONEDNN_MAX_CPU_ISA", "all"),
         "auto_precision": resolve_precision("auto", device),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -61,7 +64,8 @@ def machine() -> dict[str, Any]:
 def describe_machine(info: dict[str, Any]) -> str:
     flags = ", ".join(info["flags"]) or "none of " + ", ".join(SPEED_FLAGS)
     return (
-        f"{info['cpu']} ({info['cores']} cores; {flags}); device {info['device']}; "
+        f"{info['cpu']} ({info['cores']} cores; {flags}; kernels {info['kernels']}); "
+        f"device {info['device']}; "
         f"precision=auto → {info['auto_precision']}; torch {info['torch']}"
     )
 

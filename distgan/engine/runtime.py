@@ -170,8 +170,18 @@ def cpu_info() -> tuple[str, set[str]]:
     return model, flags
 
 
+# oneDNN instruction sets without bf16 arithmetic. ONEDNN_MAX_CPU_ISA=AVX2 (with
+# ATEN_CPU_CAPABILITY=avx2) gives an AVX-512 machine an AVX2-only CPU's kernels: then bf16 is slow
+# there too, whatever /proc/cpuinfo says.
+ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                     "AVX512_CORE_VNNI"}  # fmt: skip
+
+
 def cpu_has_fast_bf16() -> bool:
-    """bf16 matmuls in hardware (AVX512-BF16 or AMX); elsewhere bf16 on CPU is emulated, slow."""
+    """bf16 matmuls in hardware (AVX512-BF16 or AMX) that oneDNN may use; elsewhere bf16 on CPU
+    is emulated, slow."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISAS_WITHOUT_BF16:
+        return False
     return bool(cpu_info()[1] & {"avx512_bf16", "amx_bf16"})
 
 
