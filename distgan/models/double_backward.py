@@ -86,7 +86,7 @@ class _ConvInputGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, grad: torch.Tensor, weight: torch.Tensor, x_like: torch.Tensor, conv):
-        ctx.save_for_backward(grad, weight, x_like)
+        ctx.save_for_backward(grad, weight)
         ctx.conv = conv
         mask = [True, False, False]
         return aten.convolution_backward(grad, x_like, weight, None, *_conv_args(conv), mask)[0]
@@ -94,7 +94,7 @@ class _ConvInputGradient(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, gg: torch.Tensor) -> tuple:
-        grad, weight, _ = ctx.saved_tensors
+        grad, weight = ctx.saved_tensors
         conv, needs = ctx.conv, ctx.needs_input_grad
         d_grad = d_weight = None
         if needs[0]:  # the transpose of the transpose: the convolution itself

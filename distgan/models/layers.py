@@ -10,8 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from distgan.models.double_backward import LeakyReLU
-
 
 def sn(module: nn.Module, enabled: bool = True) -> nn.Module:
     """Spectral normalisation (Miyato et al., 2018): W / σ_max(W), σ_max estimated by one power
@@ -140,8 +138,9 @@ def uniform_int16(shape: torch.Size, device: torch.device) -> torch.Tensor:
 
 
 def activation(slope: float) -> nn.Module:
-    """LeakyReLU(slope), ReLU for slope 0, with cheap second derivatives (double_backward.py)."""
-    return LeakyReLU(slope)
+    """LeakyReLU(slope), ReLU for slope 0. Critics that take a gradient penalty use
+    double_backward.LeakyReLU instead (cheap second derivatives)."""
+    return nn.LeakyReLU(slope) if slope > 0 else nn.ReLU()
 
 
 def output_layer(kind: str) -> list[nn.Module]:

@@ -15,7 +15,7 @@ import itertools
 import torch
 from torch import nn
 
-from distgan.models.double_backward import Conv2d
+from distgan.models.double_backward import Conv2d, LeakyReLU
 from distgan.models.layers import Dropout, activation, init_args, output_layer, same_padding, sn
 
 
@@ -83,7 +83,7 @@ class WGANCritic(nn.Module):
         layers: list[nn.Module] = []
         for c_in, c_out in zip((channels, *d_channels), d_channels, strict=False):
             layers += [sn(Conv2d(c_in, c_out, kernel_size, 2, pad), spectral_norm)]
-            layers += [activation(leaky_slope)]
+            layers += [LeakyReLU(leaky_slope)]  # ReLU at slope 0
             if dropout:
                 layers += [Dropout(dropout)]
         self.features = nn.Sequential(*layers)
