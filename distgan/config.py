@@ -110,6 +110,22 @@ class TrainConfig(_Section):
     ema_decay: float = Field(
         0.999, ge=0, lt=1, description="decay of the family's EMA copies; 0 copies every step"
     )
+    ema_kimg: float | None = Field(
+        None,
+        gt=0,
+        description="EMA half-life in thousands of images seen (StyleGAN2-ADA); replaces ema_decay",
+    )
+    ema_rampup: float | None = Field(
+        None,
+        gt=0,
+        description="with ema_kimg: half-life at most this × the images seen so far (e.g. 0.05)",
+    )
+    accumulate: int = Field(
+        1,
+        ge=1,
+        description="micro-batches of batch_size per optimizer step (gradient accumulation); "
+        "global batch = batch_size × accumulate × processes",
+    )
     checkpoint_every: int = Field(500, ge=1)
     max_skipped_steps: int = Field(
         50, ge=1, description="fp16: stop after this many optimizer steps in a row were skipped"
@@ -188,6 +204,34 @@ class LogConfig(_Section):
     )
 
 
+class AugConfig(_Section):
+    """The augmentation stage: what the family's declared inputs (``Family.augments``, e.g. D's
+    real and fake images) pass through, differentiably and seeded (distgan/augment.py)."""
+
+    diffaug: list[str] = Field(
+        default_factory=list,
+        description="DiffAugment policies applied in this order, e.g. [translation]; "
+        "empty: off (the identity)",
+    )
+
+    @field_validator("diffaug", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # aug.diffaug=color,translation on the command line
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("diffaug")
+    @classmethod
+    def _known_policies(cls, value: list[str]) -> list[str]:
+        from distgan.augment import POLICIES
+
+        unknown = [name for name in value if name not in POLICIES]
+        if unknown:
+            raise ValueError(f"unknown policy {unknown[0]!r}; valid: {', '.join(POLICIES)}")
+        return value
+
+
 # figures eval.best can track → (the eval.metrics entry that computes it, higher is better)
 BEST = {
     "fid": ("fid", False),
@@ -234,6 +278,7 @@ class Config(_Section):
         default_factory=dict, description="per trained network, e.g. optim.G.lr, optim.D.betas"
     )
     loss: dict[str, Any] = Field(default_factory=dict, description="the family's losses")
+    aug: AugConfig = AugConfig()
     log: LogConfig = LogConfig()
     eval: EvalConfig = EvalConfig()
     model: dict[str, Any] = Field(default_factory=dict, description="the family's networks")

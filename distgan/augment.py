@@ -1,0 +1,76 @@
+"""The augmentation stage: a differentiable, seeded transform of the images a family declares
+(``Family.augments``, e.g. D's real and fake inputs), built from the recipe's ``aug:`` section.
+
+A family calls ``ctx.augment(images)`` where its declared networks read images (real and fake,
+in every phase that calls them, and in penalties as the method prescribes); with ``aug:`` empty
+that is the identity and costs nothing. Every random draw goes through the step context
+(``ctx.randint`` …), so an augmented run is seeded like the rest of the step, resumes exactly
+and does not depend on how a batch is split into micro-batches (``train.accumulate``).
+
+Policies (``aug.diffaug``, applied in the order given):
+
+* ``translation`` — DiffAugment's (Zhao et al. 2020): each image moves by a whole number of
+  pixels, up to 1/8 of its side in each direction, and the uncovered border is zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+
+class Draws(Protocol):
+    """The random draws a policy may take (the step context provides them)."""
+
+    def randint(self, high: int, *shape: int) -> torch.Tensor: ...
+
+
+Policy = Callable[[torch.Tensor, Draws], torch.Tensor]
+
+
+def translation(images: torch.Tensor, draws: Draws, ratio: float = 0.125) -> torch.Tensor:
+    """Shift each image by (dy, dx) whole pixels, |d| ≤ round(ratio × side), zero-filled."""
+    n, _, h, w = images.shape
+    max_y, max_x = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    dy = draws.randint(2 * max_y + 1, n) - max_y
+    dx = draws.randint(2 * max_x + 1, n) - max_x
+    # Index a copy padded with one zero pixel on each side; coordinates that fall outside the
+    # image are clamped onto that zero border.
+    padded = F.pad(images, [1, 1, 1, 1])
+    rows = (torch.arange(h, device=images.device)[None, :] + dy[:, None] + 1).clamp(0, h + 1)
+    cols = (torch.arange(w, device=images.device)[None, :] + dx[:, None] + 1).clamp(0, w + 1)
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    shifted = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return shifted.permute(0, 3, 1, 2).contiguous(memory_format=_format_of(images))
+
+
+def _format_of(images: torch.Tensor) -> torch.memory_format:
+    channels_last = images.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+POLICIES: dict[str, Policy] = {"translation": translation}
+
+
+class Augment:
+    """The configured policies, in order; ``bool(augment)`` is False for the identity."""
+
+    def __init__(self, policies: list[str]) -> None:
+        self.names = list(policies)
+        self.policies = [POLICIES[name] for name in policies]
+
+    def __bool__(self) -> bool:
+        return bool(self.policies)
+
+    def __call__(self, images: torch.Tensor, draws: Draws) -> torch.Tensor:
+        for policy in self.policies:
+            images = policy(images, draws)
+        return images
+
+
+def build_augment(aug_cfg) -> Augment:
+    """The stage of a recipe's ``aug:`` section (distgan.config.AugConfig)."""
+    return Augment(aug_cfg.diffaug)
