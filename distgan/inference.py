@@ -15,7 +15,7 @@ from distgan.config import Config, validate
 from distgan.data.stream import DatasetInfo
 from distgan.engine import checkpoint
 from distgan.errors import ConfigError
-from distgan.families import get_family
+from distgan.families import build_family
 from distgan.families.base import Family, Nets
 
 WEIGHTS = ("ema", "raw")
@@ -69,7 +69,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     else:
         state = checkpoint.load(path)
     cfg = validate(state["config"])
-    family = get_family(cfg.family)(
+    family = build_family(
         cfg, {name: DatasetInfo(**info) for name, info in state["data_info"].items()}
     )
     networks = family.build_networks()

@@ -22,7 +22,7 @@ import torch
 from distgan.config import load_config
 from distgan.data.stream import DatasetInfo
 from distgan.engine.runtime import make_accelerator
-from distgan.families import get_family
+from distgan.families import build_family
 from distgan.families.base import Nets, StepContext
 
 N = 4  # samples per rank
@@ -85,7 +85,7 @@ def main(out: str) -> None:
         rank, world = accelerator.process_index, accelerator.num_processes
         channels, res = (1, 32) if name.startswith("digits") else (3, 32)
         info = DatasetInfo(res, channels, [str(i) for i in range(10)], 100)
-        recipe = get_family(cfg.family)(cfg, {"": info})
+        recipe = build_family(cfg, {"": info})
         torch.manual_seed(0)
         models = recipe.build_networks()
         for name_, p in models["D"].named_parameters():
@@ -143,7 +143,7 @@ def generator_case(accelerator) -> dict[str, float] | None:
     overrides = ["model.g_channels=[16,8,8]", "model.d_channels=[8,8,8]", "model.z_dim=8"]
     cfg = load_config("digits-wgangp", [*overrides, "loss.n_critic=1", "model.g_batchnorm=false"])
     rank, world = accelerator.process_index, accelerator.num_processes
-    recipe = get_family(cfg.family)(cfg, {"": DatasetInfo(32, 1, [], 100)})
+    recipe = build_family(cfg, {"": DatasetInfo(32, 1, [], 100)})
     assert recipe.phases[0].prepares == ("G",)
     torch.manual_seed(0)
     models = recipe.build_networks()

@@ -17,7 +17,7 @@ from distgan.data.stream import DatasetInfo
 from distgan.engine.runtime import process_accelerator
 from distgan.evaluation import build_evaluators
 from distgan.evaluation.base import all_reduce_sum
-from distgan.families import get_family
+from distgan.families import build_family
 
 N_IMAGES = 601  # odd (the ranks hold 301 and 300), more than the 512 features
 
@@ -31,7 +31,7 @@ def images(kind: str) -> torch.Tensor:
 def main(out: str) -> None:
     state = process_accelerator(collective_timeout=120)
     cfg = load_config("cifar10-dcgan", ["eval.extractor=random", "eval.metrics=[fid,kid,pr]"])
-    family = get_family(cfg.family)(cfg, {"": DatasetInfo(16, 3, [], N_IMAGES)})
+    family = build_family(cfg, {"": DatasetInfo(16, 3, [], N_IMAGES)})
     (evaluator,) = build_evaluators(cfg.eval.metrics, family, torch.device("cpu"))
     rank, world = state.process_index, state.num_processes
     real, fake = images("real")[rank::world], images("fake")[rank::world]

@@ -146,7 +146,7 @@ def test_inception_fid_equals_torch_fidelity(tmp_path: Path) -> None:
     from distgan.config import load_config
     from distgan.data.stream import DatasetInfo
     from distgan.evaluation import build_evaluators
-    from distgan.families import get_family
+    from distgan.families import build_family
 
     generator = torch.Generator().manual_seed(0)
     sets = {
@@ -158,7 +158,7 @@ def test_inception_fid_equals_torch_fidelity(tmp_path: Path) -> None:
         for i, image in enumerate(images):
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / name / f"{i:04d}.png")
     cfg = load_config("cifar10-dcgan", ["eval.metrics=[fid]"])
-    family = get_family(cfg.family)(cfg, {"": DatasetInfo(32, 3, [], 1000)})
+    family = build_family(cfg, {"": DatasetInfo(32, 3, [], 1000)})
     (evaluator,) = build_evaluators(["fid"], family, torch.device("cpu"))
     for start in range(0, 1000, 100):
         part = {k: v[start : start + 100].float() / 127.5 - 1 for k, v in sets.items()}

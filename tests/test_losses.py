@@ -18,7 +18,7 @@ from distgan import losses, penalties
 from distgan.config import load_config
 from distgan.data.stream import DatasetInfo
 from distgan.engine.runtime import Precision
-from distgan.families import get_family
+from distgan.families import build_family
 from distgan.families.base import Nets, StepContext
 
 
@@ -248,7 +248,7 @@ def test_ddp_critic_gradients_with_penalty_equal_single_process(tmp_path: Path) 
 def recipe_for(name: str, *overrides: str):
     cfg = load_config(name, list(overrides))
     info = DatasetInfo(32, 1 if name.startswith("digits") else 3, [str(i) for i in range(10)], 9)
-    family = get_family(cfg.family)(cfg, {"": info})
+    family = build_family(cfg, {"": info})
     torch.manual_seed(0)
     return family, family.build_networks()
 

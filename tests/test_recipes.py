@@ -27,7 +27,7 @@ from conftest import (
 from distgan.cli import main
 from distgan.config import ConfigError, load_config, recipe_names
 from distgan.data.stream import DatasetInfo
-from distgan.families import get_family
+from distgan.families import build_family, get_family
 
 
 def test_the_table_covers_every_shipped_recipe() -> None:
@@ -182,7 +182,7 @@ def test_sagan_recipe_values(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_network_mistakes_are_config_errors() -> None:
     cfg = load_config("celeba64-wgangp", ["model.g_channels=[16,8,8]"])
-    family = get_family(cfg.family)(cfg, {"": DatasetInfo(64, 3, [], 10)})
+    family = build_family(cfg, {"": DatasetInfo(64, 3, [], 10)})
     with pytest.raises(ConfigError, match=r"model.g_channels .* makes 32 px images, not 64 px"):
         family.build_networks()
     with pytest.raises(ConfigError, match="need a loss with targets"):

@@ -34,7 +34,7 @@ from distgan.engine.runtime import (
     resolve_settings,
 )
 from distgan.errors import ConfigError
-from distgan.families import get_family
+from distgan.families import build_family, get_family
 from distgan.families.base import Family, Nets, Phase, StepContext, check_phases
 from distgan.schedules import linear_decay
 
@@ -176,7 +176,7 @@ def build_run(
     are opened (the shapes come from their manifests); with it (``distgan bench``) no data is read.
     """
     data = open_data(cfg, accelerator) if data_info is None else None
-    family = get_family(cfg.family)(cfg, data.info if data else data_info)
+    family = build_family(cfg, data.info if data else data_info)
     device, rank, t = accelerator.device, accelerator.process_index, cfg.train
 
     # networks: identical initialisation on every rank, then per-rank randomness

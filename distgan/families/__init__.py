@@ -40,4 +40,10 @@ def get_family(name: str) -> type[Family]:
     return family
 
 
-__all__ = ["Family", "Nets", "Phase", "StepContext", "family_names", "get_family"]
+def build_family(cfg, data: dict) -> Family:
+    """The recipe's family for a run whose streams have the shapes ``data`` ({stream: DatasetInfo};
+    key ``""`` for a single stream). The one place a family object is made."""
+    return get_family(cfg.family)(cfg, data)
+
+
+__all__ = ["Family", "Nets", "Phase", "StepContext", "build_family", "family_names", "get_family"]
