@@ -22,6 +22,7 @@ Families compose these small pieces (with :mod:`distgan.penalties`): ``ADVERSARI
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ Targets = tuple[torch.Tensor, torch.Tensor | None]
 def d_targets(
     n: int,
     device: torch.device,
-    generator: torch.Generator | None = None,
+    rand: Callable[[int], torch.Tensor] | None = None,
     real_label: float = 1.0,
     noise: float = 0.0,
     flip: float = 0.0,
@@ -47,17 +48,20 @@ def d_targets(
 
     ``real_label`` < 1 is one-sided smoothing (fakes stay at 0); ``noise`` draws targets
     uniformly from [real_label − noise, real_label] and [0, noise]; ``flip`` swaps the two targets
-    of a random fraction of the samples. With the defaults no random number is drawn.
+    of a random fraction of the samples. ``rand(n)``: n uniform draws in [0, 1) (a step
+    context's ``ctx.rand``). With the defaults no random number is drawn.
     """
+    if rand is None:
+        rand = functools.partial(torch.rand, device=device)
     real = torch.full((n,), real_label, device=device)
     if noise == 0 and flip == 0:
         return real, None
     fake = torch.zeros(n, device=device)
     if noise > 0:
-        real = real - noise * torch.rand(n, device=device, generator=generator)
-        fake = fake + noise * torch.rand(n, device=device, generator=generator)
+        real = real - noise * rand(n)
+        fake = fake + noise * rand(n)
     if flip > 0:
-        swap = torch.rand(n, device=device, generator=generator) < flip
+        swap = rand(n) < flip
         real, fake = torch.where(swap, fake, real), torch.where(swap, real, fake)
     return real, fake
 
@@ -73,13 +77,16 @@ def per_sample(target: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def instance_noise(
-    images: torch.Tensor, std: float, generator: torch.Generator | None = None
+    images: torch.Tensor, std: float, randn: Callable[..., torch.Tensor] | None = None
 ) -> torch.Tensor:
     """Gaussian noise on D's inputs (Sønderby et al., 2017); no random numbers drawn at std 0.
-    Anneal ``std`` with :func:`distgan.schedules.linear_decay`."""
+    Anneal ``std`` with :func:`distgan.schedules.linear_decay`. ``randn(*shape)``: standard
+    normal draws (a step context's ``ctx.randn``)."""
     if std == 0:
         return images
-    noise = torch.randn(images.shape, device=images.device, generator=generator)
+    if randn is None:
+        randn = functools.partial(torch.randn, device=images.device)
+    noise = randn(*images.shape)
     return images + std * noise.to(images.dtype)
 
 

@@ -353,10 +353,14 @@ def test_adversarial_losses_values_and_saturation() -> None:
 def test_d_targets_smoothing_noise_flip() -> None:
     generator = torch.Generator().manual_seed(0)
     state = generator.get_state()
-    real, fake = losses.d_targets(1000, torch.device("cpu"), generator, real_label=0.9)
+
+    def rand(n: int) -> torch.Tensor:
+        return torch.rand(n, generator=generator)
+
+    real, fake = losses.d_targets(1000, torch.device("cpu"), rand, real_label=0.9)
     assert fake is None and (real == 0.9).all()
     assert torch.equal(generator.get_state(), state)  # no hack, no random draw
-    real, fake = losses.d_targets(1000, torch.device("cpu"), generator, 0.9, noise=0.1)
+    real, fake = losses.d_targets(1000, torch.device("cpu"), rand, 0.9, noise=0.1)
     assert real.min() >= 0.8 and real.max() <= 0.9 and fake.min() >= 0 and fake.max() <= 0.1
-    real, fake = losses.d_targets(1000, torch.device("cpu"), generator, flip=0.2)
+    real, fake = losses.d_targets(1000, torch.device("cpu"), rand, flip=0.2)
     assert 0.15 < (real == 0).float().mean() < 0.25 and torch.equal(real + fake, torch.ones(1000))

@@ -151,6 +151,6 @@ def build_distgan_step(cfg, info: DatasetInfo, phases: list[str] | None = None):
 
     def step_fn(i: int) -> None:
         run.step = i
-        advance(run, batch)
+        advance(run, [batch] * cfg.train.accumulate)
 
     return step_fn, run

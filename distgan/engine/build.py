@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
+from distgan.augment import Augment, build_augment
 from distgan.config import Config
 from distgan.data.loader import TrainingData, resolve_loader_processes
 from distgan.data.stream import DatasetInfo
@@ -36,7 +37,7 @@ from distgan.engine.runtime import (
 from distgan.errors import ConfigError
 from distgan.families import build_family, get_family
 from distgan.families.base import Family, Nets, Phase, StepContext, check_phases
-from distgan.schedules import linear_decay
+from distgan.schedules import ema_decay_by_images, linear_decay
 
 log = logging.getLogger("distgan")
 
@@ -81,9 +82,18 @@ class Run:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
-    def next_batch(self) -> dict[str, Any]:
-        """The next training batch on this rank's device, in the networks' memory format."""
-        return self.settings.batch(to_device(next(self.data), self.device))
+    @property
+    def images_per_step(self) -> int:
+        """Images of one optimizer step over all ranks: batch × micro-batches × processes."""
+        return self.cfg.train.batch_size * self.cfg.train.accumulate * self.world
+
+    def next_batches(self) -> list[dict[str, Any]]:
+        """The next step's ``train.accumulate`` micro-batches on this rank's device, in the
+        networks' memory format (data positions count micro-batches)."""
+        return [
+            self.settings.batch(to_device(next(self.data), self.device))
+            for _ in range(self.cfg.train.accumulate)
+        ]
 
     def set_learning_rates(self, phase: Phase) -> None:
         """Each trained network's lr at this step: a pure function of the step (exact resume)."""
@@ -95,8 +105,29 @@ class Run:
                 group["lr"] = self.base_lr[name] * scale
 
     def update_ema(self) -> None:
+        t = self.cfg.train
+        decay = t.ema_decay
+        if t.ema_kimg is not None:  # by images seen before this step's (StyleGAN2-ADA)
+            decay = ema_decay_by_images(
+                self.images_seen, self.images_per_step, t.ema_kimg, t.ema_rampup
+            )
         for name, copy in self.ema.items():
-            update_ema(copy, self.networks[name], self.cfg.train.ema_decay)
+            update_ema(copy, self.networks[name], decay)
+
+    def update_run_state(self) -> None:
+        """Every ``family.run_state_every`` steps: every rank's tallies summed over the ranks,
+        handed to the family (the same totals on every rank, so its run-wide state stays equal)."""
+        every = self.family.run_state_every
+        if not every or self.step % every:
+            return
+        names = sorted(self.ctx.tallies)
+        totals = torch.stack([self.ctx.tallies[n] for n in names]) if names else None
+        if totals is not None and self.world > 1:
+            torch.distributed.all_reduce(totals)
+        self.family.update_run_state(
+            dict(zip(names, totals if totals is not None else [], strict=True)), self.step
+        )
+        self.ctx.tallies = {}
 
     def inference_nets(self, weights: str = "ema") -> Nets:
         """The networks for outputs: EMA copies where the family keeps them (``weights="ema"``),
@@ -197,11 +228,12 @@ def build_run(
     phases = family.phases
     check_phases(phases)
     trained = [n for n in family.networks if any(n in p.trains for p in phases)]
+    ratio = lazy_regularization_ratios(phases)
     optimizers = {
         name: torch.optim.Adam(
             networks[name].parameters(),
-            lr=cfg.optimizer(name).lr,
-            betas=cfg.optimizer(name).betas,
+            lr=cfg.optimizer(name).lr * ratio.get(name, 1),
+            betas=tuple(b ** ratio.get(name, 1) for b in cfg.optimizer(name).betas),
             fused=settings.fused_optimizers or None,
         )
         for name in trained
@@ -216,6 +248,7 @@ def build_run(
             phases,
             t.batch_size,
             accelerator.num_processes,
+            t.accumulate,
         )
     else:
         strategy = DDPStrategy(accelerator, precision, networks, optimizers)
@@ -231,10 +264,33 @@ def build_run(
         strategy=strategy,
         phases=phases,
         noise=noise,
-        ctx=StepContext(device, noise, settings.compile_backend),
+        ctx=StepContext(device, noise, settings.compile_backend, augment_stage(cfg, family)),
         data=data,
-        base_lr={name: cfg.optimizer(name).lr for name in trained},
+        base_lr={name: optimizers[name].param_groups[0]["lr"] for name in trained},
     )
+
+
+def lazy_regularization_ratios(phases: list[Phase]) -> dict[str, float]:
+    """StyleGAN2's correction for networks regularized by a phase of their own every k steps
+    (``Phase.lazy_correction``): their Adam takes lr × r and betas ** r, r = k / (k + 1), so the
+    extra optimizer steps do not change the effective step size and momentum."""
+    ratios = {}
+    for phase in phases:
+        if phase.lazy_correction:
+            for name in phase.trains:
+                ratios[name] = phase.every / (phase.every + 1)
+    return ratios
+
+
+def augment_stage(cfg: Config, family: Family) -> Augment | None:
+    """The ``aug:`` stage for a family that declares inputs to augment (``Family.augments``)."""
+    stage = build_augment(cfg.aug)
+    if stage and not family.augments:
+        raise ConfigError(
+            f"aug.diffaug={','.join(stage.names)}: family '{cfg.family}' passes no images "
+            "through the augmentation stage; remove the aug: settings"
+        )
+    return stage or None
 
 
 def build_for_bench(cfg: Config, info: DatasetInfo) -> Run:

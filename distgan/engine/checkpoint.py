@@ -6,7 +6,9 @@ A checkpoint holds everything an exact resume needs, in one versioned schema (``
 * ``optimizers``: the parallel strategy's optimizer and grad-scaler states (``sharded``: one per
   rank under DeepSpeed);
 * per rank: ``rng`` (python, numpy, torch, the noise generator), ``data`` (each stream's exact
-  position) and ``family`` (the family's own state, e.g. image pools);
+  position), ``family`` (the family's own state, e.g. image pools) and ``tallies`` (statistics
+  not yet summed into the run-wide state);
+* ``run_state``: the family's run-wide state (equal on every rank, saved once);
 * ``step``, ``images_seen``, the resolved ``config``, ``data_info`` (each stream's shape, so
   ``distgan sample`` needs no shards), the W&B run id, and the ``run_id`` of its lineage (and the
   ``parent`` checkpoint of a run continued in another folder; see engine/rundir.py).
@@ -16,7 +18,7 @@ file under a checkpoint's name; a failed write (a full disk) removes the tempora
 the earlier checkpoints alone and stops every rank with one line. A checkpoint is never written
 with inf/NaN weights: the run stops instead, and the newest finite checkpoint stays. Loading
 uses ``torch.load(weights_only=True)``: no pickled code runs. Files of schema 1 (distgan before
-the family contract v2) are migrated when loaded.
+the family contract v2) and 2 (before contract v3: no run-wide state) are migrated when loaded.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("distgan")
 
 PATTERN = re.compile(r"^step-(\d{8})\.pt$")
-SCHEMA = 2
+SCHEMA = 3
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -155,6 +157,8 @@ def load(path: str | Path) -> dict[str, Any]:
         ) from None
     if isinstance(state, dict) and "schema" not in state and "models" in state:
         state = _migrate_schema_1(state)
+    if isinstance(state, dict) and state.get("schema") == 2:
+        state = _migrate_schema_2(state)
     if not isinstance(state, dict) or "networks" not in state or "step" not in state:
         raise CheckpointError(f"'{path}' is not a distgan checkpoint (no 'networks'/'step')")
     if state["schema"] > SCHEMA:
@@ -170,20 +174,28 @@ def _migrate_schema_1(state: dict[str, Any]) -> dict[str, Any]:
     trains; schema 2 keys them by phase, and the two-player families name each phase after the
     network it trains, so the keys carry over. ``train.lr_g``/… in its config are shorthands."""
     ranks = len(state["rng"])
-    return {
-        "schema": SCHEMA,
-        "step": state["step"],
-        "images_seen": state["images_seen"],
-        "networks": state["models"],
-        "optimizers": state["parallel"],
-        "sharded": state["parallel_sharded"],
-        "rng": state["rng"],
-        "data": [{"": position} for position in state["data"]],
-        "family": [{} for _ in range(ranks)],
-        "config": state["config"],
-        "data_info": {"": state["data_info"]},
-        "wandb_id": state.get("wandb_id"),
-    }
+    return _migrate_schema_2(
+        {
+            "schema": 2,
+            "step": state["step"],
+            "images_seen": state["images_seen"],
+            "networks": state["models"],
+            "optimizers": state["parallel"],
+            "sharded": state["parallel_sharded"],
+            "rng": state["rng"],
+            "data": [{"": position} for position in state["data"]],
+            "family": [{} for _ in range(ranks)],
+            "config": state["config"],
+            "data_info": {"": state["data_info"]},
+            "wandb_id": state.get("wandb_id"),
+        }
+    )
+
+
+def _migrate_schema_2(state: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 → 3: no run-wide family state and no pending tallies yet."""
+    ranks = len(state["rng"])
+    return {**state, "schema": SCHEMA, "run_state": {}, "tallies": [{} for _ in range(ranks)]}
 
 
 # ----------------------------------------------------------------------------- the run's state
@@ -196,6 +208,7 @@ def collect(run: Run) -> dict[str, Any] | None:
     rng = gather(capture_rng(run.noise))
     data = gather(run.data.state_dict() if run.data else {})
     family = gather(run.family.state_dict())
+    tallies = gather({name: value.cpu() for name, value in run.ctx.tallies.items()})
     optimizers = run.strategy.state_dict()
     if run.strategy.sharded:
         optimizers = gather(optimizers)
@@ -212,6 +225,8 @@ def collect(run: Run) -> dict[str, Any] | None:
         "rng": rng,
         "data": data,
         "family": family,
+        "tallies": tallies,
+        "run_state": run.family.run_state_dict(),
         "config": run.cfg.model_dump(mode="json"),
         "data_info": {name: dataclasses.asdict(i) for name, i in run.family.stream_info.items()},
         "wandb_id": run.wandb_id,
@@ -247,13 +262,18 @@ def restore(run: Run, state: dict[str, Any], source: Path) -> None:
         if run.data is not None:
             run.data.load_state_dict(state["data"][run.rank])
         run.family.load_state_dict(state["family"][run.rank])
+        run.ctx.tallies = {
+            name: value.to(run.device) for name, value in state["tallies"][run.rank].items()
+        }
     else:
         log.warning(
-            "checkpoint was written by %d processes, this run has %d: weights and optimizers "
-            "resume exactly; random streams, data order and the family's own state start afresh",
+            "checkpoint was written by %d processes, this run has %d: weights, optimizers and "
+            "the run-wide state resume exactly; random streams, data order and the family's "
+            "per-rank state start afresh",
             len(state["rng"]),
             run.world,
         )
+    run.family.load_run_state_dict(state["run_state"])
     run.step, run.images_seen = state["step"], state["images_seen"]
 
 

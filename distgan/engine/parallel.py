@@ -2,9 +2,11 @@
 
 Both strategies give the trainer the same small interface: ``module(name)`` for the forward pass
 of a network a phase trains, ``zero_grad/backward/step(phase)`` for the networks the phase trains
-(one backward of the phase's loss, then one optimizer step per network), and optimizer state for
-checkpoints. Networks a phase does not train are always called as plain, frozen modules (see
-families/base.py), which is also what DeepSpeed's one-engine-per-network setup requires.
+(one backward of the phase's loss per micro-batch, then one optimizer step per network),
+``accumulating(phase, last)`` around each micro-batch (gradients are synchronised across ranks on
+the last one only), and optimizer state for checkpoints. Networks a phase does not train are
+always called as plain, frozen modules (see families/base.py), which is also what DeepSpeed's
+one-engine-per-network setup requires.
 
 DeepSpeed is chosen by the launch config (``launch/deepspeed-zero2.yaml`` sets
 ``ACCELERATE_USE_DEEPSPEED`` and the JSON file): distgan builds one engine per trained network
@@ -14,8 +16,10 @@ backend and in accelerate 1.15 imports transformers).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +69,21 @@ class DDPStrategy:
         for name in phase.trains:
             self.optimizers[name].zero_grad(set_to_none=True)
 
-    def backward(self, phase: Phase, loss: torch.Tensor) -> None:
-        self.precision.backward(loss, phase.name)
+    @contextlib.contextmanager
+    def accumulating(self, phase: Phase, last: bool) -> Iterator[None]:
+        """Around one micro-batch's forward and backward: before the last micro-batch of an
+        optimizer step, DDP only accumulates gradients locally (``no_sync``)."""
+        with contextlib.ExitStack() as stack:
+            if not last:
+                for name in phase.trains:
+                    if isinstance(self.wrapped[name], nn.parallel.DistributedDataParallel):
+                        stack.enter_context(self.wrapped[name].no_sync())
+            yield
+
+    def backward(self, phase: Phase, loss: torch.Tensor, micro_batches: int, last: bool) -> None:
+        """Gradients of the mean loss over the micro-batches (summed into ``.grad``)."""
+        del last  # DDP's all-reduce happens in the backward outside ``no_sync``
+        self.precision.backward(loss / micro_batches if micro_batches > 1 else loss, phase.name)
 
     def step(self, phase: Phase) -> bool:
         """False when the fp16 grad scaler skipped the step."""
@@ -107,6 +124,7 @@ class DeepSpeedStrategy:
         phases: list[Phase],
         batch_size: int,
         world_size: int,
+        accumulate: int = 1,
     ) -> None:
         for phase in phases:
             if len(phase.trains) > 1:
@@ -133,10 +151,16 @@ class DeepSpeedStrategy:
         stage = config.get("zero_optimization", {}).get("stage", 0)
         if stage not in (1, 2):
             raise ConfigError(f"'{config_file}': ZeRO stage {stage} is not supported (use 1 or 2)")
+        asked = config.get("gradient_accumulation_steps", "auto")
+        if asked not in ("auto", accumulate):
+            raise ConfigError(
+                f"'{config_file}' sets gradient_accumulation_steps {asked}: set distgan's "
+                "train.accumulate instead (it drives DeepSpeed's) and remove it from the JSON"
+            )
         config.update(
             train_micro_batch_size_per_gpu=batch_size,
-            train_batch_size=batch_size * world_size,
-            gradient_accumulation_steps=1,
+            train_batch_size=batch_size * accumulate * world_size,
+            gradient_accumulation_steps=accumulate,
             bf16={"enabled": False},
             fp16={"enabled": False},
         )
@@ -154,7 +178,15 @@ class DeepSpeedStrategy:
     def zero_grad(self, phase: Phase) -> None:
         self.engines[phase.trains[0]].zero_grad()
 
-    def backward(self, phase: Phase, loss: torch.Tensor) -> None:
+    @contextlib.contextmanager
+    def accumulating(self, phase: Phase, last: bool) -> Iterator[None]:
+        """DeepSpeed reduces (ZeRO-2: partitions) the gradients at the boundary we mark."""
+        self.engines[phase.trains[0]].set_gradient_accumulation_boundary(last)
+        yield
+
+    def backward(self, phase: Phase, loss: torch.Tensor, micro_batches: int, last: bool) -> None:
+        """DeepSpeed divides the loss by its gradient_accumulation_steps (train.accumulate)."""
+        del micro_batches, last
         self.engines[phase.trains[0]].backward(loss)
 
     def step(self, phase: Phase) -> bool:

@@ -60,7 +60,7 @@ def loop(run: Run, reporter: RunLogger) -> StopTraining | None:
     first_step, started = run.step, time.perf_counter()
     try:
         while run.step < t.steps:
-            logged = advance(run, run.next_batch())
+            logged = advance(run, run.next_batches())
             for action in actions:
                 action.after_step(run, logged)
             reason = stop.should_stop(run.step)
@@ -79,7 +79,7 @@ def loop(run: Run, reporter: RunLogger) -> StopTraining | None:
         first_step,
         run.step,
         seconds,
-        (run.step - first_step) * t.batch_size * run.world / max(seconds, 1e-9),
+        (run.step - first_step) * run.images_per_step / max(seconds, 1e-9),
     )
     return stopped
 
@@ -128,11 +128,13 @@ def open_reporter(run: Run, parallel: str | None) -> RunLogger:
     )
     run.wandb_id = reporter.wandb_id
     log.info(
-        "training %s: %d steps, global batch %d = %d × %d processes, precision %s, %s, run.dir %s",
+        "training %s: %d steps, global batch %d = %d × %d micro-batches × %d processes, "
+        "precision %s, %s, run.dir %s",
         cfg.name,
         t.steps,
-        t.batch_size * run.world,
+        run.images_per_step,
         t.batch_size,
+        t.accumulate,
         run.world,
         run.precision.mode,
         "DeepSpeed" if parallel else "DDP" if run.world > 1 else "1 process",

@@ -72,6 +72,7 @@ class AdversarialFamily(Family):
     networks = ("G", "D")
     ema = ("G",)
     inference = ("G",)
+    augments = ("D",)  # real and fake alike, in both phases
     ModelConfig = GANConfig
     LossConfig = AdversarialLossConfig
 
@@ -110,14 +111,20 @@ class AdversarialFamily(Family):
     def label(self, batch: Batch) -> torch.Tensor | None:
         return batch.get("label") if self.conditional else None
 
-    def fake(self, G: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
-        z = ctx.randn(batch["image"].shape[0], self.latent_dim)
+    def fake(
+        self, G: nn.Module, batch: Batch, ctx: StepContext, z: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if z is None:
+            z = ctx.randn(batch["image"].shape[0], self.latent_dim)
+        if self.reuses_fake:  # the G phase of this step uses the same z (StepContext.prepares)
+            ctx.scratch["z"] = z
         return ctx.compiled(G)(z, self.label(batch))
 
-    def instance_noise(self, images: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        """``loss.instance_noise``, annealed linearly to 0 over the run."""
+    def d_input(self, images: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """What D sees of real or generated images: ``loss.instance_noise`` (annealed linearly
+        to 0 over the run), then the augmentation stage (``aug:``)."""
         std = self.loss_cfg.instance_noise * linear_decay(ctx.step, self.cfg.train.steps)
-        return losses.instance_noise(images, std, ctx.generator)
+        return ctx.augment(losses.instance_noise(images, std, ctx.randn))
 
     # --------------------------------------------------------------------- the schedule
 
@@ -136,26 +143,26 @@ class AdversarialFamily(Family):
 
     def d_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
         cfg, label = self.loss_cfg, self.label(batch)
-        if self.reuses_fake:
+        if ctx.prepares("G"):
             ctx.scratch["fake"] = self.fake(nets.G, batch, ctx)
             fake = ctx.scratch["fake"].detach()
         else:
             with torch.no_grad():
                 fake = self.fake(nets.G, batch, ctx)
-        real = self.instance_noise(batch["image"], ctx)
-        fake = self.instance_noise(fake, ctx)
         gp_gain = penalties.lazy_gain(ctx.step, cfg.reg_every) * cfg.gp_weight
         r1_gain = penalties.lazy_gain(ctx.step, cfg.reg_every) * cfg.r1_gamma / 2
-        if r1_gain:  # R1 differentiates D's pass on the reals: it must stay eager
-            real = real.detach().requires_grad_(True)
-        real_out = (nets.D if r1_gain else ctx.compiled(nets.D))(real, label)
-        fake_out = ctx.compiled(nets.D)(fake, label)
+        real = batch["image"]
+        if r1_gain:  # R1 differentiates D's pass on the reals (before augmentation, as ADA's
+            real = real.detach().requires_grad_(True)  # code does): it must stay eager
+        real_in, fake_in = self.d_input(real, ctx), self.d_input(fake, ctx)
+        real_out = (nets.D if r1_gain else ctx.compiled(nets.D))(real_in, label)
+        fake_out = ctx.compiled(nets.D)(fake_in, label)
 
         targets = (None, None)
         if self.adversarial.uses_targets:
             n = real_out.shape[0]
             targets = losses.d_targets(
-                n, real_out.device, ctx.generator, cfg.real_label, cfg.label_noise, cfg.label_flip
+                n, real_out.device, ctx.rand, cfg.real_label, cfg.label_noise, cfg.label_flip
             )
         loss = self.adversarial.d(real_out, fake_out, targets)
         logs: Logs = {}
@@ -165,10 +172,10 @@ class AdversarialFamily(Family):
             logs["D/real_minus_fake"] = (real_out.float().mean() - fake_out.float().mean()).detach()
 
         # Penalties go through nets.D itself: DDP-wrapped, never compiled (see penalties.py).
-        if gp_gain:
+        if gp_gain:  # on interpolates of the images D saw (augmented, if aug: is set)
             eps = ctx.rand(real.shape[0])
             gp, grad_norm = penalties.gradient_penalty(
-                lambda x: nets.D(x, label), real, fake, eps, ctx.scaler
+                lambda x: nets.D(x, label), real_in.detach(), fake_in.detach(), eps, ctx.scaler
             )
             loss = loss + gp_gain * gp
             logs.update({"D/gp": gp.detach(), "D/grad_norm": grad_norm})
@@ -181,10 +188,9 @@ class AdversarialFamily(Family):
 
     def g_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
         fake = ctx.scratch.pop("fake", None)
-        if fake is None:
-            fake = self.fake(nets.G, batch, ctx)
-        fake = self.instance_noise(fake, ctx)
-        loss = self.adversarial.g(ctx.compiled(nets.D)(fake, self.label(batch)))
+        if fake is None:  # not prepared: G runs here, on the D phase's z where it kept one
+            fake = self.fake(nets.G, batch, ctx, ctx.scratch.pop("z", None))
+        loss = self.adversarial.g(ctx.compiled(nets.D)(self.d_input(fake, ctx), self.label(batch)))
         return loss, {"loss/G": loss.detach()}
 
     # --------------------------------------------------------------------- outputs

@@ -51,8 +51,12 @@ class PairedTranslation(Family):
 
     def d_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
         inputs, target = self.split(batch)
-        ctx.scratch["fake"] = ctx.compiled(nets.G)(inputs)  # G's one pass: phase G reuses it
-        fake = ctx.scratch["fake"].detach()
+        if ctx.prepares("G"):  # G's one pass of the step: phase G reuses it
+            ctx.scratch["fake"] = ctx.compiled(nets.G)(inputs)
+            fake = ctx.scratch["fake"].detach()
+        else:
+            with torch.no_grad():
+                fake = ctx.compiled(nets.G)(inputs)
         real_out = ctx.compiled(nets.D)(torch.cat([inputs, target], 1))
         fake_out = ctx.compiled(nets.D)(torch.cat([inputs, fake], 1))
         targets = losses.d_targets(
@@ -64,7 +68,9 @@ class PairedTranslation(Family):
 
     def g_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
         inputs, target = self.split(batch)
-        fake = ctx.scratch.pop("fake")
+        fake = ctx.scratch.pop("fake", None)
+        if fake is None:  # not prepared (gradient accumulation): G runs again
+            fake = ctx.compiled(nets.G)(inputs)
         adversarial = losses.g_nonsaturating(ctx.compiled(nets.D)(torch.cat([inputs, fake], 1)))
         l1 = F.l1_loss(fake.float(), target.float())
         loss = adversarial + self.loss_cfg.l1_weight * l1

@@ -26,8 +26,15 @@ DeepSpeed's one-engine-per-network setup needs too).
 
 Everything else has a default: ``sample`` (outputs for ``distgan sample`` and evaluation),
 ``preview`` (the grid logged every ``log.sample_every`` steps), ``reference`` (the real images
-outputs are compared with), and ``state_dict``/``load_state_dict`` for state of the family's own
-(e.g. CycleGAN's image pools), saved per rank in every checkpoint.
+outputs are compared with), ``state_dict``/``load_state_dict`` for state of the family's own
+(e.g. CycleGAN's image pools), saved per rank in every checkpoint, and the *run-wide* state, equal
+on every rank and saved once: ``run_state_every`` steps apart the engine sums what the losses
+``ctx.tally``-ed over all ranks and hands the totals to ``update_run_state`` (e.g. ADA's p from
+E[sign D(real)]); ``run_state_dict``/``load_run_state_dict`` save and restore it.
+
+``augments`` names the networks whose inputs pass through ``ctx.augment`` (the recipe's ``aug:``
+stage: distgan/augment.py); a recipe with an ``aug:`` section is refused for a family that
+declares none.
 
 Families whose outputs come from a latent vector also describe their latent space, for
 ``distgan latent`` and ``distgan.load``: ``latent_dim`` and ``decode`` (then ``sample`` draws
@@ -48,6 +55,7 @@ from torch import nn
 
 from distgan.data.stream import DatasetInfo
 from distgan.errors import ConfigError
+from distgan.families.context import StepContext
 
 if TYPE_CHECKING:
     from distgan.config import Config
@@ -104,49 +112,6 @@ class Nets:
         return self._plain[name]
 
 
-class StepContext:
-    """What a loss may ask of the engine: the device, this rank's noise generator, the engine
-    step (for lazy regularization and schedules), the phase's GradScaler (for gradient penalties
-    under fp16: see distgan/penalties.py) and ``scratch``, a dict cleared at the start of every
-    step in which phases of one step share work (e.g. the D phase's fakes for the G phase:
-    see ``Phase.prepares``).
-    """
-
-    def __init__(
-        self, device: torch.device, generator: torch.Generator, compile_backend: str | None = None
-    ) -> None:
-        self.device = device
-        self.generator = generator
-        self.step = 0
-        self.scaler: torch.amp.GradScaler | None = None
-        self.scratch: dict[str, Any] = {}
-        self.compile_backend = compile_backend  # set by the engine from train.compile
-        self._compiled: dict[int, nn.Module] = {}
-
-    def compiled(self, module: nn.Module) -> nn.Module:
-        """``module`` through ``torch.compile`` when ``train.compile`` is on, for the plain passes
-        only: a gradient penalty's double backward must go through ``module`` itself (see
-        distgan/penalties.py). Compiled once per module, then cached."""
-        if self.compile_backend is None:
-            return module
-        if id(module) not in self._compiled:
-            self._compiled[id(module)] = torch.compile(module, backend=self.compile_backend)
-        return self._compiled[id(module)]
-
-    def enter(self, step: int, scaler: torch.amp.GradScaler | None) -> StepContext:
-        self.step, self.scaler = step, scaler
-        return self
-
-    def randn(self, *shape: int) -> torch.Tensor:
-        return torch.randn(*shape, device=self.device, generator=self.generator)
-
-    def rand(self, *shape: int) -> torch.Tensor:
-        return torch.rand(*shape, device=self.device, generator=self.generator)
-
-    def randint(self, high: int, *shape: int) -> torch.Tensor:
-        return torch.randint(high, shape, device=self.device, generator=self.generator)
-
-
 LossFn = Callable[[Nets, Batch, StepContext], tuple[torch.Tensor, Logs]]
 
 
@@ -159,7 +124,13 @@ class Phase:
     step* to back-propagate through, handed over in ``ctx.scratch`` (e.g. the D phase's G(z),
     which the G phase reuses instead of running G again). In this phase they are live — their
     distributed wrapper, gradients on — but this phase's own loss must use their outputs
-    detached; each must be trained by a later phase that runs whenever this one does.
+    detached; each must be trained by a later phase that runs whenever this one does. Under
+    gradient accumulation the engine keeps no graph across micro-batches: see
+    ``StepContext.prepares``.
+
+    ``lazy_correction``: this phase is a regularization of its own, run every ``every`` steps
+    beside the networks' main phase; the optimizers of the networks it trains then get
+    StyleGAN2's correction for the extra steps (lr × r and betas ** r, r = every / (every + 1)).
     """
 
     name: str
@@ -167,6 +138,7 @@ class Phase:
     loss: LossFn
     every: int = 1
     prepares: tuple[str, ...] = ()
+    lazy_correction: bool = False
 
     def __post_init__(self) -> None:
         for field in ("trains", "prepares"):  # Phase("D", trains="D", …) means ("D",)
@@ -215,6 +187,7 @@ class Family(ABC):
     needs_input: ClassVar[bool] = False
     needs_pairs: ClassVar[bool] = False  # its data must be paired (an image and its target)
     previews_data: ClassVar[bool] = False  # preview() receives a held-out batch
+    augments: ClassVar[tuple[str, ...]] = ()  # networks whose inputs pass ctx.augment
     ModelConfig: ClassVar[type[Section]] = Section
     LossConfig: ClassVar[type[Section]] = Section
 
@@ -291,3 +264,20 @@ class Family(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned on this rank."""
         del state  # (no state of its own by default)
+
+    # ------------------------------------------------------------------ run-wide state
+
+    run_state_every: int = 0  # steps between run-wide updates (0: the family has none)
+
+    def update_run_state(self, totals: dict[str, torch.Tensor], step: int) -> None:
+        """Update the run-wide state from ``totals``: every ``ctx.tally`` since the last update,
+        summed over all ranks (float64). Called on every rank with the same totals after every
+        ``run_state_every``-th step, so the state stays equal on every rank."""
+        del totals, step
+
+    def run_state_dict(self) -> dict[str, Any]:
+        """State equal on every rank (e.g. ADA's p, a path-length mean): saved once."""
+        return {}
+
+    def load_run_state_dict(self, state: dict[str, Any]) -> None:
+        del state
