@@ -11,6 +11,8 @@ precision, and with *run-wide state* updated from a cross-rank reduction every 4
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from pydantic import Field
 from torch import nn
@@ -30,7 +32,7 @@ class MLP(nn.Module):
     def __init__(self, sizes: list[int], shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             layers.append(nn.Linear(a, b, dtype=torch.float64))
             if i < len(sizes) - 2:
                 layers.append(nn.LeakyReLU(0.2))
