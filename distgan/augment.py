@@ -56,7 +56,14 @@ POLICIES: dict[str, Policy] = {"translation": translation}
 
 
 class Augment:
-    """The configured policies, in order; ``bool(augment)`` is False for the identity."""
+    """The configured policies, in order; ``bool(augment)`` is False for the identity.
+
+    A stage may keep run-wide state (ADA's p), updated like a family's (engine/run_state.py):
+    ``feedback`` receives D's outputs on augmented real images and tallies what the update
+    needs under names starting ``aug/``; ``update_run_state`` runs every ``run_state_every``
+    steps on the sums over all ranks. The fixed policies here keep none."""
+
+    run_state_every = 0
 
     def __init__(self, policies: list[str]) -> None:
         self.names = list(policies)
@@ -69,6 +76,18 @@ class Augment:
         for policy in self.policies:
             images = policy(images, draws)
         return images
+
+    def feedback(self, real_outputs: torch.Tensor, ctx) -> None:
+        del real_outputs, ctx  # (a fixed pipeline learns nothing from D)
+
+    def update_run_state(self, totals: dict[str, torch.Tensor], step: int) -> None:
+        del totals, step
+
+    def run_state_dict(self) -> dict:
+        return {}
+
+    def load_run_state_dict(self, state: dict) -> None:
+        del state
 
 
 def build_augment(aug_cfg) -> Augment:

@@ -49,7 +49,7 @@ class SlicedContext(StepContext):
     def __init__(self, rank: int, world: int, step: int = 0) -> None:
         super().__init__(torch.device("cpu"), torch.Generator().manual_seed(0))
         self.rank, self.world, self.calls = rank, world, 0
-        self.enter(step, None)
+        self.enter(step, None, prepares=("G",))  # as the engine enters the D phase
 
     def _draw(self, fn, shape: tuple[int, ...]) -> torch.Tensor:
         generator = torch.Generator().manual_seed(1000 + self.calls)

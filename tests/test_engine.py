@@ -242,19 +242,20 @@ def test_accumulation_run_wide_state_and_exact_resume(tally_shards, tmp_path: Pa
     for processes in runs:
         assert_close(state[processes, "k4"]["networks"], state[processes, "k1"]["networks"], 1e-6)
         assert state[processes, "k4"]["images_seen"] == 32 * processes * TALLY_STEPS
-        assert state[processes, "k4"]["run_state"]["p"] == state[processes, "k1"]["run_state"]["p"]
+        p4, p1 = (state[processes, k]["run_state"]["family"]["p"] for k in ("k4", "k1"))
+        assert p4 == p1
 
     # run-wide sums over all ranks: every pixel of each epoch counted once, however many ranks
     for (processes, name), s in state.items():
         epochs = s["images_seen"] // 64  # whole epochs by the last update (step 8)
-        total = s["run_state"]["pixel_sum"].item()
+        total = s["run_state"]["family"]["pixel_sum"].item()
         assert abs(total - epochs * pixel_sum) < 1e-6 * epochs * magnitude, (processes, name)
-        assert s["run_state"]["pixel_count"].item() == epochs * 64 * 64
-        assert s["run_state"]["updates"] == TALLY_STEPS // 4
+        assert s["run_state"]["family"]["pixel_count"].item() == epochs * 64 * 64
+        assert s["run_state"]["family"]["updates"] == TALLY_STEPS // 4
     # 2 processes × 16 per step equal 1 process × 32 on the same global batch
     assert math.isclose(
-        state[2, "k2"]["run_state"]["pixel_sum"].item(),
-        state[1, "k1"]["run_state"]["pixel_sum"].item(),
+        state[2, "k2"]["run_state"]["family"]["pixel_sum"].item(),
+        state[1, "k1"]["run_state"]["family"]["pixel_sum"].item(),
         rel_tol=1e-9,
     )
 
@@ -268,10 +269,12 @@ def test_accumulation_run_wide_state_and_exact_resume(tally_shards, tmp_path: Pa
     assert "resumed from" in resumed.stderr
     final, ref = checkpoint(interrupted), state[2, "k2"]
     assert_bit_identical(final["networks"], ref["networks"])
-    assert final["run_state"].keys() == ref["run_state"].keys()
+    assert final["run_state"].keys() == ref["run_state"].keys() == {"family", "aug"}
+    final_state, ref_state = final["run_state"]["family"], ref["run_state"]["family"]
+    assert final_state.keys() == ref_state.keys()
     assert all(
-        torch.equal(torch.as_tensor(final["run_state"][k]), torch.as_tensor(v))
-        for k, v in ref["run_state"].items()
+        torch.equal(torch.as_tensor(final_state[k]), torch.as_tensor(ref_state[k]))
+        for k in ref_state
     )
     assert_bit_identical(
         {"m": final["optimizers"]["optimizers"]["G"]["state"][0]},

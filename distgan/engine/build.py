@@ -114,21 +114,6 @@ class Run:
         for name, copy in self.ema.items():
             update_ema(copy, self.networks[name], decay)
 
-    def update_run_state(self) -> None:
-        """Every ``family.run_state_every`` steps: every rank's tallies summed over the ranks,
-        handed to the family (the same totals on every rank, so its run-wide state stays equal)."""
-        every = self.family.run_state_every
-        if not every or self.step % every:
-            return
-        names = sorted(self.ctx.tallies)
-        totals = torch.stack([self.ctx.tallies[n] for n in names]) if names else None
-        if totals is not None and self.world > 1:
-            torch.distributed.all_reduce(totals)
-        self.family.update_run_state(
-            dict(zip(names, totals if totals is not None else [], strict=True)), self.step
-        )
-        self.ctx.tallies = {}
-
     def inference_nets(self, weights: str = "ema") -> Nets:
         """The networks for outputs: EMA copies where the family keeps them (``weights="ema"``),
         else the trained ones."""

@@ -8,7 +8,8 @@ A checkpoint holds everything an exact resume needs, in one versioned schema (``
 * per rank: ``rng`` (python, numpy, torch, the noise generator), ``data`` (each stream's exact
   position), ``family`` (the family's own state, e.g. image pools) and ``tallies`` (statistics
   not yet summed into the run-wide state);
-* ``run_state``: the family's run-wide state (equal on every rank, saved once);
+* ``run_state``: the run-wide state of the family and the augmentation stage (equal on every
+  rank, saved once; engine/run_state.py);
 * ``step``, ``images_seen``, the resolved ``config``, ``data_info`` (each stream's shape, so
   ``distgan sample`` needs no shards), the W&B run id, and the ``run_id`` of its lineage (and the
   ``parent`` checkpoint of a run continued in another folder; see engine/rundir.py).
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list
 
+from distgan.engine import run_state
 from distgan.engine.runtime import check_ranks_in_sync, gather
 from distgan.errors import CheckpointError, TrainingDiverged
 
@@ -195,7 +197,12 @@ def _migrate_schema_1(state: dict[str, Any]) -> dict[str, Any]:
 def _migrate_schema_2(state: dict[str, Any]) -> dict[str, Any]:
     """Schema 2 → 3: no run-wide family state and no pending tallies yet."""
     ranks = len(state["rng"])
-    return {**state, "schema": SCHEMA, "run_state": {}, "tallies": [{} for _ in range(ranks)]}
+    return {
+        **state,
+        "schema": SCHEMA,
+        "run_state": {"family": {}},
+        "tallies": [{} for _ in range(ranks)],
+    }
 
 
 # ----------------------------------------------------------------------------- the run's state
@@ -226,7 +233,7 @@ def collect(run: Run) -> dict[str, Any] | None:
         "data": data,
         "family": family,
         "tallies": tallies,
-        "run_state": run.family.run_state_dict(),
+        "run_state": run_state.state_dict(run),
         "config": run.cfg.model_dump(mode="json"),
         "data_info": {name: dataclasses.asdict(i) for name, i in run.family.stream_info.items()},
         "wandb_id": run.wandb_id,
@@ -273,7 +280,7 @@ def restore(run: Run, state: dict[str, Any], source: Path) -> None:
             len(state["rng"]),
             run.world,
         )
-    run.family.load_run_state_dict(state["run_state"])
+    run_state.load_state_dict(run, state["run_state"])
     run.step, run.images_seen = state["step"], state["images_seen"]
 
 

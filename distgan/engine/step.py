@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from distgan.engine import run_state
 from distgan.engine.build import Run
 from distgan.families.base import Nets
 
@@ -57,5 +58,5 @@ def advance(run: Run, batches: list[Batch]) -> dict[str, torch.Tensor]:
     run.update_ema()
     run.step += 1
     run.images_seen += run.images_per_step
-    run.update_run_state()
+    logged.update(run_state.update(run))
     return logged

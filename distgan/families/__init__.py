@@ -18,7 +18,8 @@ def family_names() -> list[str]:
     import distgan.families as pkg
 
     modules = pkgutil.iter_modules(pkg.__path__)
-    return sorted(m.name for m in modules if m.name != "base" and not m.name.startswith("_"))
+    contract = {"base", "context"}  # the contract's modules, not families
+    return sorted(m.name for m in modules if m.name not in contract and not m.name.startswith("_"))
 
 
 def get_family(name: str) -> type[Family]:

@@ -157,6 +157,7 @@ class AdversarialFamily(Family):
         real_in, fake_in = self.d_input(real, ctx), self.d_input(fake, ctx)
         real_out = (nets.D if r1_gain else ctx.compiled(nets.D))(real_in, label)
         fake_out = ctx.compiled(nets.D)(fake_in, label)
+        ctx.augment_feedback(real_out.detach())
 
         targets = (None, None)
         if self.adversarial.uses_targets:

@@ -269,11 +269,13 @@ class Family(ABC):
 
     run_state_every: int = 0  # steps between run-wide updates (0: the family has none)
 
-    def update_run_state(self, totals: dict[str, torch.Tensor], step: int) -> None:
+    def update_run_state(self, totals: dict[str, torch.Tensor], step: int) -> Logs | None:
         """Update the run-wide state from ``totals``: every ``ctx.tally`` since the last update,
         summed over all ranks (float64). Called on every rank with the same totals after every
-        ``run_state_every``-th step, so the state stays equal on every rank."""
+        ``run_state_every``-th step, so the state stays equal on every rank (see
+        distgan/engine/run_state.py); returns values to log with the step, if any."""
         del totals, step
+        return None
 
     def run_state_dict(self) -> dict[str, Any]:
         """State equal on every rank (e.g. ADA's p, a path-length mean): saved once."""

@@ -3,6 +3,7 @@ distgan/families/base.py for the contract as a whole)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ class StepContext:
         device: torch.device,
         generator: torch.Generator,
         compile_backend: str | None = None,
-        augment: Callable[[torch.Tensor, StepContext], torch.Tensor] | None = None,
+        augment: Any = None,
     ) -> None:
         self.device = device
         self.generator = generator
@@ -95,29 +96,35 @@ class StepContext:
         """``images`` through the recipe's augmentation stage (identity without ``aug:``)."""
         return self.augment_stage(images, self) if self.augment_stage else images
 
+    def augment_feedback(self, real_outputs: torch.Tensor) -> None:
+        """D's outputs on augmented real images, from families that augment D's inputs: an
+        adaptive stage (ADA) tallies its overfitting heuristic from them."""
+        if self.augment_stage:
+            self.augment_stage.feedback(real_outputs, self)
+
     def tally(self, name: str, value: torch.Tensor | float) -> None:
-        """Add ``value`` to the statistic ``name`` (float64, on the device: no host sync); the
-        engine sums it over the ranks every ``Family.run_state_every`` steps and hands the totals
-        to ``Family.update_run_state``. Every rank must tally the same names."""
+        """Add ``value`` to the statistic ``name`` (float64, on the device: no host sync); every
+        ``run_state_every`` steps the engine sums it over the ranks and hands the totals to the
+        family's ``update_run_state`` (names ``aug/…``: the augmentation stage's; see
+        distgan/engine/run_state.py). Every rank must tally the same names."""
         value = torch.as_tensor(value, dtype=torch.float64, device=self.device).detach()
         self.tallies[name] = self.tallies[name] + value if name in self.tallies else value
 
     def randn(self, *shape: int) -> torch.Tensor:
-        return self._draw(
-            lambda s: torch.randn(s, device=self.device, generator=self.generator), shape
-        )
+        return self._draw(torch.randn, shape)
 
     def rand(self, *shape: int) -> torch.Tensor:
-        return self._draw(
-            lambda s: torch.rand(s, device=self.device, generator=self.generator), shape
-        )
+        return self._draw(torch.rand, shape)
 
     def randint(self, high: int, *shape: int) -> torch.Tensor:
-        return self._draw(
-            lambda s: torch.randint(high, s, device=self.device, generator=self.generator), shape
-        )
+        return self._draw(functools.partial(torch.randint, high), shape)
 
-    def _draw(self, draw: Callable[[tuple[int, ...]], torch.Tensor], shape: tuple[int, ...]):
+    def _draw(self, fn: Callable[..., torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+        """``fn(shape)`` from this rank's generator, split-free across micro-batches."""
+
+        def draw(size: tuple[int, ...]) -> torch.Tensor:
+            return fn(size, device=self.device, generator=self.generator)
+
         k = self.micro_batches
         if k == 1:
             return draw(shape)

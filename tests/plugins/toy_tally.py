@@ -77,13 +77,14 @@ class ToyTally(AdversarialFamily):
         loss, logs = super().g_loss(nets, batch, ctx)
         return loss * (1 + self.p.to(loss.device)), logs
 
-    def update_run_state(self, totals: dict[str, torch.Tensor], step: int) -> None:
+    def update_run_state(self, totals: dict[str, torch.Tensor], step: int) -> Logs:
         totals = {name: value.cpu() for name, value in totals.items()}
         self.pixel_sum = self.pixel_sum + totals["pixel_sum"]
         self.pixel_count = self.pixel_count + totals["pixel_count"]
         rt = totals["sign_sum"] / totals["samples"]
         self.p = (self.p + 0.05 * torch.sign(rt - 0.6)).clamp(0, 1)
         self.updates += 1
+        return {"toy/p": self.p.clone()}
 
     def run_state_dict(self) -> dict[str, object]:
         return {

@@ -1,0 +1,72 @@
+"""Run-wide state: values that must be equal on every rank (ADA's p, a path-length mean, running
+statistics of D's outputs), kept by the family and by the augmentation stage.
+
+Losses add per-rank statistics with ``ctx.tally(name, value)`` (names starting ``aug/`` belong to
+the augmentation stage, the others to the family). Every ``run_state_every`` steps of a holder,
+its tallies are summed over all ranks (one all-reduce) and handed to its ``update_run_state``,
+on every rank alike, so the state stays equal everywhere; whatever that returns is logged with
+the step. The state is saved once (rank 0's) in every checkpoint; tallies not yet summed are
+saved per rank (engine/checkpoint.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+if TYPE_CHECKING:
+    from distgan.engine.build import Run
+
+AUG_PREFIX = "aug/"
+
+
+class Holder(Protocol):
+    run_state_every: int
+
+    def update_run_state(
+        self, totals: dict[str, torch.Tensor], step: int
+    ) -> dict[str, torch.Tensor] | None: ...
+
+    def run_state_dict(self) -> dict[str, Any]: ...
+
+    def load_run_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def holders(run: Run) -> dict[str, Holder]:
+    """The run's holders of run-wide state, by their names in checkpoints."""
+    found: dict[str, Holder] = {"family": run.family}
+    if run.ctx.augment_stage:
+        found["aug"] = run.ctx.augment_stage
+    return found
+
+
+def owner(tally: str) -> str:
+    return "aug" if tally.startswith(AUG_PREFIX) else "family"
+
+
+def update(run: Run) -> dict[str, torch.Tensor]:
+    """After a step: the holders due at ``run.step`` updated from the ranks' summed tallies;
+    returns what they log."""
+    logged: dict[str, torch.Tensor] = {}
+    for name, holder in holders(run).items():
+        every = holder.run_state_every
+        if not every or run.step % every:
+            continue
+        names = sorted(n for n in run.ctx.tallies if owner(n) == name)
+        totals = torch.stack([run.ctx.tallies.pop(n) for n in names]) if names else None
+        if totals is not None and run.world > 1:
+            torch.distributed.all_reduce(totals)
+        sums = dict(zip(names, totals if totals is not None else [], strict=True))
+        logs = holder.update_run_state(sums, run.step) or {}
+        logged.update({k: torch.as_tensor(v, device=run.device) for k, v in logs.items()})
+    return logged
+
+
+def state_dict(run: Run) -> dict[str, dict[str, Any]]:
+    return {name: holder.run_state_dict() for name, holder in holders(run).items()}
+
+
+def load_state_dict(run: Run, state: dict[str, dict[str, Any]]) -> None:
+    for name, holder in holders(run).items():
+        holder.load_run_state_dict(state.get(name, {}))
