@@ -27,11 +27,12 @@ from PIL import Image
 
 from distgan import losses
 from distgan.cli import main
-from distgan.config import ConfigError, load_config
 from distgan.data.shards import Sample, write_shards
 from distgan.engine.parallel import DeepSpeedStrategy
 from distgan.engine.wandb_offline import read_offline_run
+from distgan.errors import ConfigError
 from distgan.families.base import Nets, Phase, check_phases
+from distgan.recipe import load_recipe
 from distgan.schedules import linear_decay
 
 STEPS, EVERY, BASE_LR = 12, 4, 2e-3
@@ -230,5 +231,5 @@ def test_schedules_are_pure_functions_of_the_step() -> None:
 )
 def test_contract_mistakes_are_one_line(overrides: list[str], needle: str) -> None:
     with pytest.raises(ConfigError) as err:
-        load_config("digits-cdcgan", overrides)
+        load_recipe("digits-cdcgan", overrides)
     assert needle in str(err.value)
