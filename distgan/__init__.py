@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from distgan.version import __version__
+
 if TYPE_CHECKING:
     from distgan.model import Model
 
-__version__ = "0.1.0"
+__all__ = ["__version__", "load"]
 
 
 def load(path: Any, device: Any = "cpu", weights: str | None = None) -> Model:

@@ -25,11 +25,11 @@ def _fail(message: str, code: int) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from distgan.config import load_config
     from distgan.engine.trainer import train
+    from distgan.recipe import load_recipe
 
     recipe, overrides = _split_recipe(args.recipe, args.overrides)
-    cfg = load_config(recipe, overrides)
+    cfg = load_recipe(recipe, overrides)
     run_dir = train(cfg)
     if os.environ.get("RANK", "0") == "0":
         print(f"distgan: finished; run folder: {run_dir}", file=sys.stderr)
@@ -53,7 +53,8 @@ def _last_evaluation(path: Path) -> dict[str, float]:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from distgan.config import load_config, to_yaml
+    from distgan.config import to_yaml
+    from distgan.recipe import load_recipe
 
     recipe, overrides = _split_recipe(args.recipe, args.overrides)
     if args.list:
@@ -61,7 +62,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
         print("\n".join(recipe_names()))
         return 0
-    print(to_yaml(load_config(recipe, overrides)), end="")
+    print(to_yaml(load_recipe(recipe, overrides)), end="")
     return 0
 
 

@@ -11,12 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from distgan.config import Config, validate
+from distgan.config import Config
 from distgan.data.stream import DatasetInfo
 from distgan.engine import checkpoint
 from distgan.errors import ConfigError
 from distgan.families import build_family
 from distgan.families.base import Family, Nets
+from distgan.recipe import recipe_from_dict
 
 WEIGHTS = ("ema", "raw")
 
@@ -68,7 +69,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
         path, state = found
     else:
         state = checkpoint.load(path)
-    cfg = validate(state["config"])
+    cfg = recipe_from_dict(state["config"])
     family = build_family(
         cfg, {name: DatasetInfo(**info) for name, info in state["data_info"].items()}
     )
@@ -100,7 +101,7 @@ def conditioning(
     from distgan.engine.build import transforms_of
 
     family, cfg = trained.family, trained.cfg
-    if family.needs_input:
+    if "sample_batch" in family.needs:
         folders = shards or cfg.eval.shards or cfg.data.shards
         named = isinstance(folders, dict)
         folders = folders if named else {"": folders}
@@ -112,7 +113,7 @@ def conditioning(
             for name, f in folders.items()
         }
         return (batch if named else batch[""]), None
-    classes = family.data.num_classes if getattr(family.hp, "conditional", False) else 0
+    classes = family.num_classes
     if label is not None and not classes:
         raise ConfigError("--label: this model is not class-conditional")
     if label is not None and not 0 <= label < classes:

@@ -45,8 +45,7 @@ class Model:
     @property
     def num_classes(self) -> int:
         """Classes a conditional model takes as ``labels`` (0: unconditional)."""
-        conditional = getattr(self.family.hp, "conditional", False)
-        return self.family.data.num_classes if conditional else 0
+        return self.family.num_classes
 
     # ------------------------------------------------------------------ latent space
 
@@ -96,7 +95,7 @@ class Model:
 
     def _needs_latent(self) -> None:
         if not self.latent_dim:
-            hint = "; use translate()" if self.family.needs_input else ""
+            hint = "; use translate()" if "sample_batch" in self.family.needs else ""
             raise ConfigError(f"family '{self.cfg.family}' has no latent space{hint}")
 
     def _labels(self, labels, n: int) -> torch.Tensor | None:

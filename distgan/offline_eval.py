@@ -52,13 +52,12 @@ def evaluate_checkpoint(
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update=updates)})
     if not cfg.eval.metrics:
         raise ConfigError("--metrics: name at least one metric")
-    trained.family.cfg = cfg
     settings = resolve_settings(cfg, device)
     nets = trained.nets(trained.weights_choice(None, trained.family.inference))
     settings.apply([nets[name] for name in nets])
     precision = Precision(settings.precision, device, [])
     rank, world = state.process_index, state.num_processes
-    evaluators = build_evaluators(cfg.eval.metrics, trained.family, device)
+    evaluators = build_evaluators(cfg, trained.family, device)
     e = cfg.eval
     with evaluating(nets) as eval_nets:
         values = evaluate(
@@ -137,7 +136,6 @@ def reference_statistics(
     (the transforms and seed of the run of ``ckpt``, else the default recipe's); rank 0's path."""
     from types import SimpleNamespace
 
-    from distgan.config import load_config
     from distgan.data.shards import read_manifest
     from distgan.data.stream import dataset_info
     from distgan.engine.actions import held_out_of
@@ -145,9 +143,10 @@ def reference_statistics(
     from distgan.engine.runtime import resolve_settings
     from distgan.evaluation.base import all_reduce_sum
     from distgan.evaluation.fidelity import Fidelity
+    from distgan.recipe import load_recipe
 
     state = _open()
-    base = inference.load_trained(ckpt).cfg if ckpt else load_config("digits-cdcgan")
+    base = inference.load_trained(ckpt).cfg if ckpt else load_recipe("digits-cdcgan")
     eval_cfg = base.eval.model_copy(
         update={"shards": shards, "n": n, "extractor": extractor, "weights": inception,
                 "batch_size": batch_size, "metrics": ["fid", "kid", "pr"], "best": None}
@@ -156,7 +155,7 @@ def reference_statistics(
     info = dataset_info(read_manifest(shards), transforms_of(cfg))
     family = SimpleNamespace(cfg=cfg, data=info)
     device = state.device
-    fidelity = Fidelity(family, device, ["fid", "kid", "pr"])
+    fidelity = Fidelity(cfg, family, device, ["fid", "kid", "pr"])
     if fidelity.cache_file is None:
         raise ConfigError(f"--shards {shards}: no manifest.json there")
     rank, world = state.process_index, state.num_processes

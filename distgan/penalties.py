@@ -34,9 +34,9 @@ it silently gives wrong critic gradients with a penalty (see engine/runtime.py).
 not use BatchNorm (the per-sample gradient would depend on the batch, and on how it is split).
 
 *Cost.* The critics' layers (distgan/models/double_backward.py) make the double backward cost
-what its FLOPs say: WGAN-GP's critic step with the penalty is ≈ 1.6× the step without it (2.1×
-with PyTorch's own Conv2d/LeakyReLU); ``∇ₓD`` is taken inside ``input_gradient_pass()``, so no
-weight gradient is computed there.
+what its FLOPs say (the step with and without the penalty: ``distgan bench gp``, README
+"Training speed"); ``∇ₓD`` is taken inside ``input_gradient_pass()``, so no weight gradient is
+computed there.
 
 *torch.compile.* Double backward through an aot_autograd-compiled module is unsupported. With
 ``train.compile`` on, a recipe compiles only the plain passes through ``ctx.compiled`` (G, and D

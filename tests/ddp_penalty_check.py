@@ -19,11 +19,11 @@ import sys
 
 import torch
 
-from distgan.config import load_config
 from distgan.data.stream import DatasetInfo
 from distgan.engine.runtime import make_accelerator
 from distgan.families import build_family
 from distgan.families.base import Nets, StepContext
+from distgan.recipe import load_recipe
 
 N = 4  # samples per rank
 CASES = {
@@ -80,7 +80,7 @@ def main(out: str) -> None:
     results = {}
     accelerator = None
     for case, (name, overrides) in CASES.items():
-        cfg = load_config(name, [*overrides, "model.z_dim=8", "train.num_processes=2"])
+        cfg = load_recipe(name, [*overrides, "model.z_dim=8", "train.num_processes=2"])
         accelerator = accelerator or make_accelerator(cfg)
         rank, world = accelerator.process_index, accelerator.num_processes
         channels, res = (1, 32) if name.startswith("digits") else (3, 32)
@@ -141,7 +141,7 @@ def generator_case(accelerator) -> dict[str, float] | None:
     """G's gradients through the D phase's fakes under DDP equal one process's (no batch
     statistics in G, so that the split of the batch cannot matter)."""
     overrides = ["model.g_channels=[16,8,8]", "model.d_channels=[8,8,8]", "model.z_dim=8"]
-    cfg = load_config("digits-wgangp", [*overrides, "loss.n_critic=1", "model.g_batchnorm=false"])
+    cfg = load_recipe("digits-wgangp", [*overrides, "loss.n_critic=1", "model.g_batchnorm=false"])
     rank, world = accelerator.process_index, accelerator.num_processes
     recipe = build_family(cfg, {"": DatasetInfo(32, 1, [], 100)})
     assert recipe.phases[0].prepares == ("G",)

@@ -12,12 +12,12 @@ import sys
 
 import torch
 
-from distgan.config import load_config
 from distgan.data.stream import DatasetInfo
 from distgan.engine.runtime import process_accelerator
 from distgan.evaluation import build_evaluators
 from distgan.evaluation.base import all_reduce_sum
 from distgan.families import build_family
+from distgan.recipe import load_recipe
 
 N_IMAGES = 601  # odd (the ranks hold 301 and 300), more than the 512 features
 
@@ -30,9 +30,9 @@ def images(kind: str) -> torch.Tensor:
 
 def main(out: str) -> None:
     state = process_accelerator(collective_timeout=120)
-    cfg = load_config("cifar10-dcgan", ["eval.extractor=random", "eval.metrics=[fid,kid,pr]"])
+    cfg = load_recipe("cifar10-dcgan", ["eval.extractor=random", "eval.metrics=[fid,kid,pr]"])
     family = build_family(cfg, {"": DatasetInfo(16, 3, [], N_IMAGES)})
-    (evaluator,) = build_evaluators(cfg.eval.metrics, family, torch.device("cpu"))
+    (evaluator,) = build_evaluators(cfg, family, torch.device("cpu"))
     rank, world = state.process_index, state.num_processes
     real, fake = images("real")[rank::world], images("fake")[rank::world]
     for start in range(0, len(real), 64):  # several batches per rank

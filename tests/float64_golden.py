@@ -67,13 +67,13 @@ COMMON = [
 def train_float64(name: str) -> dict[str, torch.Tensor]:
     """Every network's tensors after ``STEPS`` float64 steps of ``name`` on synthetic batches."""
     from distgan.bench._common import synthetic_batch
-    from distgan.config import load_config
     from distgan.data.stream import DatasetInfo
     from distgan.engine.build import build_for_bench
     from distgan.engine.step import advance
+    from distgan.recipe import load_recipe
 
     overrides, (resolution, channels, classes, paired) = RECIPES[name]
-    cfg = load_config(name, [*overrides, *COMMON, f"data.resolution={resolution}"])
+    cfg = load_recipe(name, [*overrides, *COMMON, f"data.resolution={resolution}"])
     info = DatasetInfo(resolution, channels, [str(c) for c in range(classes)], 0, paired=paired)
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)

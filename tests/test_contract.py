@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +29,15 @@ from PIL import Image
 
 from distgan import losses
 from distgan.cli import main
-from distgan.config import ConfigError, load_config
+from distgan.config import parse_config, read_recipe
 from distgan.data.shards import Sample, write_shards
+from distgan.data.stream import DatasetInfo
 from distgan.engine.parallel import DeepSpeedStrategy
 from distgan.engine.wandb_offline import read_offline_run
+from distgan.errors import ConfigError
+from distgan.families import build_family, get_family
 from distgan.families.base import Nets, Phase, check_phases
+from distgan.recipe import load_recipe
 from distgan.schedules import linear_decay
 
 STEPS, EVERY, BASE_LR = 12, 4, 2e-3
@@ -230,5 +236,36 @@ def test_schedules_are_pure_functions_of_the_step() -> None:
 )
 def test_contract_mistakes_are_one_line(overrides: list[str], needle: str) -> None:
     with pytest.raises(ConfigError) as err:
-        load_config("digits-cdcgan", overrides)
+        load_recipe("digits-cdcgan", overrides)
     assert needle in str(err.value)
+
+
+def test_a_family_is_built_from_its_checked_sections_and_the_run_facts() -> None:
+    cfg = load_recipe("digits-cdcgan", ["model.z_dim=8", "train.steps=7"])
+    labelled = {"": DatasetInfo(32, 1, [str(i) for i in range(10)], 100)}
+    family = build_family(cfg, labelled)
+    assert family.hp is cfg.model and family.loss_cfg is cfg.loss  # validated once, in the recipe
+    assert (family.hp.z_dim, family.facts.steps, family.facts.recipe) == (8, 7, "digits-cdcgan")
+    assert not hasattr(family, "cfg")
+    assert family.num_classes == 10  # conditional: the shards' classes
+    unconditional = load_recipe("digits-cdcgan", ["model.conditional=false"])
+    assert build_family(unconditional, labelled).num_classes == 0
+    with pytest.raises(TypeError, match="not checked"):  # a schema-only config
+        build_family(parse_config(read_recipe("digits-cdcgan")), labelled)
+
+
+def test_declared_needs_are_checked_when_the_family_is_loaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from plugins.toy_cycle import ToyCycle
+
+    module = types.ModuleType("plugins.needy")
+    monkeypatch.setitem(sys.modules, "plugins.needy", module)
+    module.FAMILY = type("Needy", (ToyCycle,), {"needs": frozenset({"labels", "sample_batch"})})
+    with pytest.raises(ConfigError, match="declares unknown needs labels; valid: sample_batch"):
+        get_family("plugins.needy")
+    module.FAMILY.needs = frozenset({"sample_batch"})
+    with pytest.raises(ConfigError, match="needs 'sample_batch', so also 'preview_batch'"):
+        get_family("plugins.needy")
+    assert "paired_data" in get_family("pix2pix").needs
+    assert get_family("vae").needs == {"preview_batch"} and not get_family("dcgan").needs

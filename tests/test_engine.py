@@ -17,20 +17,20 @@ import yaml
 from conftest import assert_bit_identical, launch_cmd, run, run_and_kill_after, train_recipes_cmd
 
 from distgan.augment import translation
-from distgan.config import validate
 from distgan.data.shards import Sample, write_shards
 from distgan.data.stream import DatasetInfo
 from distgan.engine.build import build_run
 from distgan.engine.runtime import process_accelerator
 from distgan.engine.step import advance
 from distgan.families.context import StepContext
+from distgan.recipe import recipe_from_dict
 from distgan.schedules import ema_decay_by_images
 
 # ----------------------------------------------------------------------------- in-process
 
 
 def toy_run(accumulate: int = 1, batch_size: int = 8, **train):
-    cfg = validate(
+    cfg = recipe_from_dict(
         {
             "name": "toy-phases",
             "family": "plugins.toy_phases",

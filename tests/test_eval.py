@@ -143,10 +143,10 @@ def test_inception_fid_equals_torch_fidelity(tmp_path: Path) -> None:
     import torch_fidelity
     from PIL import Image
 
-    from distgan.config import load_config
     from distgan.data.stream import DatasetInfo
     from distgan.evaluation import build_evaluators
     from distgan.families import build_family
+    from distgan.recipe import load_recipe
 
     generator = torch.Generator().manual_seed(0)
     sets = {
@@ -157,9 +157,9 @@ def test_inception_fid_equals_torch_fidelity(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         for i, image in enumerate(images):
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / name / f"{i:04d}.png")
-    cfg = load_config("cifar10-dcgan", ["eval.metrics=[fid]"])
+    cfg = load_recipe("cifar10-dcgan", ["eval.metrics=[fid]"])
     family = build_family(cfg, {"": DatasetInfo(32, 3, [], 1000)})
-    (evaluator,) = build_evaluators(["fid"], family, torch.device("cpu"))
+    (evaluator,) = build_evaluators(cfg, family, torch.device("cpu"))
     for start in range(0, 1000, 100):
         part = {k: v[start : start + 100].float() / 127.5 - 1 for k, v in sets.items()}
         evaluator.update(part["fake"], part["real"], {})

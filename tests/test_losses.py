@@ -15,11 +15,11 @@ from conftest import ROOT, env_for_tests
 from torch import nn
 
 from distgan import losses, penalties
-from distgan.config import load_config
 from distgan.data.stream import DatasetInfo
 from distgan.engine.runtime import Precision
 from distgan.families import build_family
 from distgan.families.base import Nets, StepContext
+from distgan.recipe import load_recipe
 
 
 class Linear(nn.Module):
@@ -246,7 +246,7 @@ def test_ddp_critic_gradients_with_penalty_equal_single_process(tmp_path: Path) 
 
 
 def recipe_for(name: str, *overrides: str):
-    cfg = load_config(name, list(overrides))
+    cfg = load_recipe(name, list(overrides))
     info = DatasetInfo(32, 1 if name.startswith("digits") else 3, [str(i) for i in range(10)], 9)
     family = build_family(cfg, {"": info})
     torch.manual_seed(0)
@@ -289,10 +289,10 @@ def test_n_critic_and_ttur() -> None:
     assert schedule == [("D", ("D",), 1), ("G", ("G",), 5)]
     # 10 engine steps: 10 critic steps, 2 generator steps
     assert sum(s % 5 == 0 for s in range(10)) == 2
-    sagan = load_config("cifar10-sagan")
+    sagan = load_recipe("cifar10-sagan")
     assert sagan.optimizer("D").lr == 4e-4 and sagan.optimizer("G").lr == 1e-4
     assert sagan.optimizer("D").betas == (0.0, 0.9)
-    shorthand = load_config("cifar10-sagan", ["train.lr_d=3e-4"])  # the documented shorthand
+    shorthand = load_recipe("cifar10-sagan", ["train.lr_d=3e-4"])  # the documented shorthand
     assert shorthand.optimizer("D").lr == 3e-4 and shorthand.optimizer("D").betas == (0.0, 0.9)
 
 

@@ -25,9 +25,10 @@ from conftest import (
 )
 
 from distgan.cli import main
-from distgan.config import ConfigError, load_config, recipe_names
+from distgan.config import ConfigError, recipe_names
 from distgan.data.stream import DatasetInfo
 from distgan.families import build_family, get_family
+from distgan.recipe import load_recipe
 
 
 def test_the_table_covers_every_shipped_recipe() -> None:
@@ -48,7 +49,7 @@ def test_recipe_trains_with_2_processes_without_nan(name: str, trained) -> None:
     assert [r["step"] for r in scalars] == [3, 6, 9, 12]
     assert all(math.isfinite(v) for r in rows for v in r.values() if isinstance(v, float))
     assert sum(k.startswith("loss/") for k in scalars[-1]) >= 2, scalars[-1]
-    if load_config(name).eval.every:  # evaluated once, at the end, on both ranks
+    if load_recipe(name).eval.every:  # evaluated once, at the end, on both ranks
         (figures,) = [r for r in rows if "img_per_s" not in r]
         assert figures["step"] == STEPS and all(
             k.startswith("eval/") for k in figures if k != "step"
@@ -65,7 +66,7 @@ def test_sample_and_export_with_ema_and_raw_weights(name: str, trained, tmp_path
 
     ckpt = trained[0] / name / "checkpoints" / f"step-{STEPS:08d}.pt"
     state = torch.load(ckpt, weights_only=True)
-    family = get_family(load_config(name).family)
+    family = get_family(load_recipe(name).family)
     if not family.ema:  # samples its trained weights; asking for EMA copies is one line
         out = tmp_path / "raw.npz"
         assert main(["sample", "--ckpt", str(ckpt), "--n", "3", "--out", str(out)]) == 0
@@ -181,9 +182,9 @@ def test_sagan_recipe_values(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_network_mistakes_are_config_errors() -> None:
-    cfg = load_config("celeba64-wgangp", ["model.g_channels=[16,8,8]"])
+    cfg = load_recipe("celeba64-wgangp", ["model.g_channels=[16,8,8]"])
     family = build_family(cfg, {"": DatasetInfo(64, 3, [], 10)})
     with pytest.raises(ConfigError, match=r"model.g_channels .* makes 32 px images, not 64 px"):
         family.build_networks()
     with pytest.raises(ConfigError, match="need a loss with targets"):
-        load_config("cifar10-sngan", ["loss.real_label=0.9"])
+        load_recipe("cifar10-sngan", ["loss.real_label=0.9"])

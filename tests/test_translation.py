@@ -140,7 +140,7 @@ def test_evaluators_on_known_images() -> None:
     gray = real.mean(1, keepdim=True).expand(-1, 3, -1, -1)
 
     def figures(kind, outputs: torch.Tensor) -> dict[str, float]:
-        evaluator = kind(None, torch.device("cpu"))
+        evaluator = kind(None, None, torch.device("cpu"))  # (cfg, family: unused)
         evaluator.update(outputs, real, {})
         return evaluator.finish(lambda t: t)
 

@@ -15,15 +15,15 @@ import sys
 
 from accelerate.state import PartialState
 
-from distgan.config import load_config
 from distgan.engine.trainer import train
+from distgan.recipe import load_recipe
 
 
 def main(argv: list[str]) -> None:
     destroy = PartialState.destroy_process_group
     PartialState.destroy_process_group = lambda self, group=None: None  # keep it for the next
     for name, overrides in zip(argv[::2], argv[1::2], strict=True):
-        run_dir = train(load_config(name, overrides.split("\n")))
+        run_dir = train(load_recipe(name, overrides.split("\n")))
         print(f"trained {name} in {run_dir}", file=sys.stderr, flush=True)
     # Close the group before exiting: a gloo group left to the interpreter's exit can abort
     # a rank ("terminate called without an active exception") after all the work is done.

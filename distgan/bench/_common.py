@@ -94,7 +94,7 @@ def dataset_info_for(cfg, args: argparse.Namespace) -> DatasetInfo:
             args.resolution = cfg.data.resolution or 64
     from distgan.families import get_family
 
-    paired = get_family(cfg.family).needs_pairs
+    paired = "paired_data" in get_family(cfg.family).needs
     classes = [str(i) for i in range(args.classes)]
     return DatasetInfo(args.resolution, args.channels, classes, 0, paired=paired)
 

@@ -96,7 +96,7 @@ def _worker() -> None:
     import torch
 
     from distgan.bench._common import build_distgan_step, dataset_info_for, phase_cycle, time_steps
-    from distgan.config import load_config
+    from distgan.recipe import load_recipe
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipe")
@@ -109,7 +109,7 @@ def _worker() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = load_config(args.recipe, [*args.overrides, f"train.batch_size={args.batch}"])
+    cfg = load_recipe(args.recipe, [*args.overrides, f"train.batch_size={args.batch}"])
     device = torch.device("cpu")
     step_fn, run = build_distgan_step(cfg, dataset_info_for(cfg, args))
     step_s = time_steps(step_fn, args.warmup, args.steps, device, phase_cycle(run.phases))[1]

@@ -17,7 +17,7 @@ from distgan.bench._common import (
     print_table,
     time_interleaved,
 )
-from distgan.config import load_config
+from distgan.recipe import load_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     step_fns = {}
     for label, extra in (("with_gp", []), ("without_gp", ["loss.gp_weight=0", "loss.r1_gamma=0"])):
-        cfg = load_config(args.recipe, [*overrides, "loss.reg_every=1", *extra])
-        if label == "with_gp" and not (cfg.loss["gp_weight"] or cfg.loss["r1_gamma"]):
-            cfg = load_config(args.recipe, [*overrides, "loss.reg_every=1", "loss.gp_weight=10"])
+        cfg = load_recipe(args.recipe, [*overrides, "loss.reg_every=1", *extra])
+        if label == "with_gp" and not (cfg.loss.gp_weight or cfg.loss.r1_gamma):
+            cfg = load_recipe(args.recipe, [*overrides, "loss.reg_every=1", "loss.gp_weight=10"])
         info = dataset_info_for(cfg, args)
         step_fns[label], run = build_distgan_step(cfg, info, phases=["D"])
     measured = time_interleaved(step_fns, args.warmup, args.steps, device)  # in turns

@@ -27,7 +27,7 @@ from distgan.bench._common import (
     synthetic_batch,
     time_interleaved,
 )
-from distgan.config import load_config
+from distgan.recipe import load_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +73,7 @@ def build_dcgan_example_step(run, batch_size: int):
     """The training step of PyTorch's official DCGAN example (examples/dcgan/main.py), eager
     fp32, on copies of the same networks: BCE, Adam(2e-4, β1 0.5), D on real, D on fake, G
     through D."""
-    device, conditional = run.device, bool(run.family.hp.conditional)
+    device, conditional = run.device, run.family.num_classes > 0
     netG, netD = copy.deepcopy(run.networks["G"]).float(), copy.deepcopy(run.networks["D"]).float()
     netG, netD = (
         m.to(memory_format=torch.contiguous_format).requires_grad_(True) for m in (netG, netD)
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ):
         if value is not None:
             overrides.append(f"{key}={ {'on': 'true', 'off': 'false'}.get(value, value) }")
-    cfg = load_config(args.recipe, overrides)
+    cfg = load_recipe(args.recipe, overrides)
     info = dataset_info_for(cfg, args)
     step_fn, run = build_distgan_step(cfg, info)
     device, settings = run.device, run.settings

@@ -171,7 +171,7 @@ def write_shards(
     if not shards:
         raise ShardError(f"no samples were written to {out_dir}: the source is empty")
 
-    from distgan import __version__
+    from distgan.version import __version__
 
     manifest = {
         "format": FORMAT,

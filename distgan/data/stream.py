@@ -114,8 +114,8 @@ def _pixels(data: bytes, channels: int, resolution: int | None = None) -> torch.
     ``resolution``, an image of another size is refused from its header, before decoding (a
     20000×20000 PNG of a few hundred KB would otherwise take GBs).
 
-    torchvision's libpng/libjpeg decoders straight into a tensor are 1.4× (PNG) to 2.3× (JPEG)
-    faster than Pillow for shard-sized images, with identical pixels; Pillow handles the rest
+    torchvision's libpng/libjpeg decoders straight into a tensor are faster than Pillow for
+    shard-sized images (README, "Speed"), with identical pixels; Pillow handles the rest
     (a colour conversion, e.g. RGB shards read as grayscale, or a format torchvision lacks) and
     raises for an image that is really broken."""
     if resolution is not None:

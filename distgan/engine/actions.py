@@ -99,13 +99,13 @@ def held_out_of(
 
 class Preview:
     """Every ``log.sample_every`` steps (rank 0, no collectives): the family's preview grid from
-    fixed noise and, for families that translate data or preview it (``previews_data``), a fixed
-    batch of held-out samples."""
+    fixed noise and, for families that preview data (``"preview_batch"`` in their ``needs``), a
+    fixed batch of held-out samples."""
 
     def __init__(self, run: Run, reporter: RunLogger) -> None:
         self.reporter = reporter
         self.batch = None
-        if run.is_main and (run.family.needs_input or run.family.previews_data):
+        if run.is_main and "preview_batch" in run.family.needs:
             n = run.cfg.log.samples_per_class
             self.batch = next(held_out(run, n, n, rank=0, world=1))
 
@@ -137,7 +137,7 @@ class Evaluate:
             shards = run.cfg.eval.shards or run.cfg.data.shards
             for folder in shards.values() if isinstance(shards, dict) else [shards]:
                 read_manifest(folder)
-            build_evaluators(run.cfg.eval.metrics, run.family, run.device)
+            build_evaluators(run.cfg, run.family, run.device)
 
     def after_step(self, run: Run, logged: dict[str, torch.Tensor]) -> None:
         cfg = run.cfg
@@ -148,7 +148,7 @@ class Evaluate:
         broadcast_buffers([outputs.raw(name) for name in outputs])  # the checkpoint's statistics
         with evaluating(outputs) as nets:
             values = evaluate(
-                build_evaluators(cfg.eval.metrics, run.family, run.device),
+                build_evaluators(cfg, run.family, run.device),
                 run.family,
                 nets,
                 held_out(run, cfg.eval.n, cfg.eval.batch_size, run.rank, run.world),

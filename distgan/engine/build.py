@@ -249,7 +249,7 @@ def build_run(
         strategy=strategy,
         phases=phases,
         noise=noise,
-        ctx=StepContext(device, noise, settings.compile_backend, augment_stage(cfg, family)),
+        ctx=StepContext(device, noise, settings.compile_backend, augment_stage(cfg)),
         data=data,
         base_lr={name: optimizers[name].param_groups[0]["lr"] for name in trained},
     )
@@ -267,15 +267,9 @@ def lazy_regularization_ratios(phases: list[Phase]) -> dict[str, float]:
     return ratios
 
 
-def augment_stage(cfg: Config, family: Family) -> Augment | None:
-    """The ``aug:`` stage for a family that declares inputs to augment (``Family.augments``)."""
-    stage = build_augment(cfg.aug)
-    if stage and not family.augments:
-        raise ConfigError(
-            f"aug.diffaug={','.join(stage.names)}: family '{cfg.family}' passes no images "
-            "through the augmentation stage; remove the aug: settings"
-        )
-    return stage or None
+def augment_stage(cfg: Config) -> Augment | None:
+    """The ``aug:`` stage (checked against ``Family.augments`` by distgan/recipe.py)."""
+    return build_augment(cfg.aug) or None
 
 
 def build_for_bench(cfg: Config, info: DatasetInfo) -> Run:

@@ -303,12 +303,11 @@ class Settings:
 
 
 def resolve_settings(cfg: Config, device: torch.device, deepspeed: bool = False) -> Settings:
-    """Measured on a 2-core Zen 4 CPU (``distgan bench step``, README "Speed"): channels_last pays
-    off with bf16 (≈1.1–1.3×) and, timed in turns, in fp32 too (1.08–1.29× on four recipes; the
-    256 px batch-1 translation recipes, slower with it, turn it off in their YAML); fused Adam
-    1.01–1.07× (most on small, overhead-bound networks); torch.compile nothing on that CPU.
-    DeepSpeed keeps fp32 weights and gradients and composes with distgan's bf16 autocast, not
-    with fp16 (engine/parallel.py): there ``auto`` never means fp16, and parameters stay
+    """``auto`` follows what ``distgan bench step`` measured (README, "Training speed": what
+    ``auto`` picks, and what each lever gave): channels_last on (the 256 px batch-1 translation
+    recipes, slower with it, turn it off in their YAML), fused Adam on, torch.compile on CUDA
+    only. DeepSpeed keeps fp32 weights and gradients and composes with distgan's bf16 autocast,
+    not with fp16 (engine/parallel.py): there ``auto`` never means fp16, and parameters stay
     contiguous (DeepSpeed flattens them; it cannot broadcast channels_last weights)."""
     cuda = device.type == "cuda"
     t = cfg.train

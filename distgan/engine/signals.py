@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import time
 
@@ -32,23 +31,6 @@ class StopTraining(Exception):
         super().__init__(f"stopped at step {step} ({reason}); checkpoint written, resume=auto")
         self.reason = reason
         self.step = step
-
-
-def parse_duration(text: str | float | int | None) -> float | None:
-    """Seconds from ``3600``, ``"90m"``, ``"1h30m"``, ``"45s"`` or SLURM-style ``"01:30:00"``."""
-    if text is None or isinstance(text, int | float):
-        return None if text is None else float(text)
-    text = text.strip()
-    if re.fullmatch(r"\d+(:\d{1,2}){1,2}", text):
-        seconds = 0.0
-        for part in text.split(":"):
-            seconds = seconds * 60 + int(part)
-        return seconds
-    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
-    if not text or not match or not any(match.groups()):
-        raise ValueError(f"'{text}' is not a duration (e.g. 3600, 90m, 1h30m, 01:30:00)")
-    hours, minutes, seconds = match.groups()
-    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
 
 
 class StopFlag:

@@ -13,13 +13,13 @@ import logging
 import time
 from pathlib import Path
 
-from distgan.config import Config, to_yaml
+from distgan.config import Config, parse_duration, to_yaml
 from distgan.engine import checkpoint, rundir
 from distgan.engine.actions import Evaluate, LogScalars, Preview, SaveCheckpoint
 from distgan.engine.build import Run, build_run, start_processes
 from distgan.engine.reporting import RunLogger, setup_console_logging
 from distgan.engine.runtime import describe, gather
-from distgan.engine.signals import StopFlag, StopTraining, parse_duration
+from distgan.engine.signals import StopFlag, StopTraining
 from distgan.engine.step import advance
 
 log = logging.getLogger("distgan")

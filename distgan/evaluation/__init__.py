@@ -17,6 +17,7 @@ from types import ModuleType
 
 import torch
 
+from distgan.config import Config
 from distgan.errors import ConfigError
 from distgan.evaluation.base import Evaluator, evaluate
 
@@ -49,8 +50,9 @@ def check_metric(name: str) -> None:
         )
 
 
-def build_evaluators(names: list[str], family, device: torch.device) -> list[Evaluator]:
-    """One evaluator per module, serving every metric of ``names`` it computes."""
+def build_evaluators(cfg: Config, family, device: torch.device) -> list[Evaluator]:
+    """One evaluator per module, serving every metric of ``cfg.eval.metrics`` it computes."""
+    names = cfg.eval.metrics
     for name in names:
         check_metric(name)
     owners = _metric_modules()
@@ -62,7 +64,8 @@ def build_evaluators(names: list[str], family, device: torch.device) -> list[Eva
     for module, metrics in grouped.items():
         kind = modules[module].EVALUATOR
         served = hasattr(modules[module], "METRICS")
-        evaluators.append(kind(family, device, metrics) if served else kind(family, device))
+        args = (cfg, family, device)
+        evaluators.append(kind(*args, metrics) if served else kind(*args))
     return evaluators
 
 

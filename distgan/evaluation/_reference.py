@@ -1,6 +1,6 @@
 """Reference statistics cached next to the shards: the features of the first N held-out real
-images cost as much as the outputs' (54 min for 10,000 images through Inception on 2 cores), and
-they do not change between evaluations.
+images cost as much as the outputs' (README, "Evaluation": CPU cost), and they do not change
+between evaluations.
 
 ``<shards>/.distgan-reference/<extractor>-<sha256[:12]>-<resize>-m<manifest sha256[:12]>-s<seed>
 -n<N><-gray><-lab>.npz`` holds n, Σx, Σxxᵀ (float64) and, when KID/PR asked for them, the

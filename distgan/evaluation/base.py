@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 
 import torch
 
+from distgan.config import Config
 from distgan.families.base import Batch, Family, Nets
 
 
@@ -23,7 +24,11 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class Evaluator:
-    def __init__(self, family: Family, device: torch.device) -> None:
+    """``cfg``: the run's configuration (``eval:`` and the held-out shards), ``family``: the
+    family whose outputs are judged."""
+
+    def __init__(self, cfg: Config, family: Family, device: torch.device) -> None:
+        self.cfg = cfg
         self.family = family
         self.device = device
 

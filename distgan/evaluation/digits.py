@@ -23,10 +23,10 @@ METRICS = ("digits",)
 
 
 class Digits(Evaluator):
-    def __init__(self, family, device: torch.device, metrics: list[str]) -> None:
-        super().__init__(family, device)
+    def __init__(self, cfg, family, device: torch.device, metrics: list[str]) -> None:
+        super().__init__(cfg, family, device)
         self.extractor = DigitsExtractor(device)
-        self.conditional = bool(getattr(family.hp, "conditional", False))
+        self.conditional = family.num_classes > 0
         self.fake = FrechetSums(128, device)
         self.real = FrechetSums(128, device)
         self.correct = torch.zeros(2, dtype=torch.float64, device=device)  # right, judged

@@ -30,11 +30,11 @@ SEED = 2020  # torch-fidelity's default for KID subsets and the IS shuffle
 
 
 class Fidelity(Evaluator):
-    def __init__(self, family, device: torch.device, metrics: list[str]) -> None:
-        super().__init__(family, device)
-        cfg = family.cfg.eval
+    def __init__(self, cfg, family, device: torch.device, metrics: list[str]) -> None:
+        super().__init__(cfg, family, device)
+        e = cfg.eval
         self.metrics = metrics
-        self.extractor = get_extractor(cfg.extractor, device, family.data.channels, cfg.weights)
+        self.extractor = get_extractor(e.extractor, device, family.data.channels, e.weights)
         if "is" in metrics and not self.extractor.has_logits:
             raise ConfigError("eval.metrics 'is' needs eval.extractor=inception (class logits)")
         self.keep_features = "kid" in metrics or "pr" in metrics
@@ -42,9 +42,9 @@ class Fidelity(Evaluator):
         self.real_sums: FrechetSums | None = None
         self.fake, self.real, self.logits = [], [], []
         self.cache_file, self.cached = None, None
-        shards = cfg.shards or family.cfg.data.shards
+        shards = e.shards or cfg.data.shards
         if isinstance(shards, str):  # (named streams: no cache)
-            self.cache_file = reference.cache_path(shards, self.extractor, family.cfg, cfg.n)
+            self.cache_file = reference.cache_path(shards, self.extractor, cfg, e.n)
         if self.cache_file is not None:
             self.cached = reference.load(self.cache_file, self.keep_features)
         if not all_ranks(self.cached is not None):  # (ranks on machines that do not share it)

@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 
 from distgan.errors import ConfigError
-from distgan.families.base import Family, Nets, Phase, StepContext
+from distgan.families.base import NEEDS, Family, FamilySections, Nets, Phase, RunFacts, StepContext
 
 
 def family_names() -> list[str]:
@@ -38,13 +38,41 @@ def get_family(name: str) -> type[Family]:
     family = getattr(module, "FAMILY", None)
     if not (isinstance(family, type) and issubclass(family, Family)):
         raise ConfigError(f"family module '{module.__name__}' defines no FAMILY class")
+    unknown = sorted(set(family.needs) - set(NEEDS))
+    if unknown:
+        raise ConfigError(
+            f"family '{name}' declares unknown needs {', '.join(unknown)}; valid: "
+            f"{', '.join(NEEDS)} (distgan/families/base.py)"
+        )
+    if "sample_batch" in family.needs and "preview_batch" not in family.needs:
+        raise ConfigError(f"family '{name}' needs 'sample_batch', so also 'preview_batch'")
     return family
 
 
 def build_family(cfg, data: dict) -> Family:
     """The recipe's family for a run whose streams have the shapes ``data`` ({stream: DatasetInfo};
-    key ``""`` for a single stream). The one place a family object is made."""
-    return get_family(cfg.family)(cfg, data)
+    key ``""`` for a single stream). The one place a family object is made: from its own
+    sections, which ``distgan.recipe.check_recipe`` has validated, and a few facts of ``cfg``."""
+    family = get_family(cfg.family)
+    if not (isinstance(cfg.model, family.ModelConfig) and isinstance(cfg.loss, family.LossConfig)):
+        raise TypeError(
+            f"build_family: the model:/loss: sections of recipe '{cfg.name}' are not checked; "
+            "load it with distgan.recipe.load_recipe (or pass it through check_recipe)"
+        )
+    info = next(iter(data.values()))
+    if "paired_data" in family.needs and not info.paired:
+        raise ConfigError(
+            f"family '{cfg.family}' needs paired shards (A with its target B): convert them with "
+            "`distgan shards paired`"
+        )
+    facts = RunFacts(
+        recipe=cfg.name,
+        family=cfg.family,
+        steps=cfg.train.steps,
+        samples_per_class=cfg.log.samples_per_class,
+        lab=cfg.data.lab,
+    )
+    return family(FamilySections(model=cfg.model, loss=cfg.loss), facts, data)
 
 
 __all__ = ["Family", "Nets", "Phase", "StepContext", "build_family", "family_names", "get_family"]

@@ -85,7 +85,7 @@ class AdversarialFamily(Family):
             return self.networks_for_data()
         except ValueError as err:  # e.g. channel lists that do not fit the data's resolution
             raise ConfigError(
-                f"{err} (recipe {self.cfg.name}, data {self.data.resolution} px)"
+                f"{err} (recipe {self.facts.recipe}, data {self.data.resolution} px)"
             ) from None
 
     def networks_for_data(self) -> dict[str, nn.Module]:
@@ -94,19 +94,18 @@ class AdversarialFamily(Family):
 
     # --------------------------------------------------------------------- helpers
 
-    @property
-    def conditional(self) -> bool:
-        return bool(getattr(self.hp, "conditional", False))
-
-    def num_classes(self) -> int:
-        """Classes the networks are conditioned on (0: unconditional)."""
-        if not self.conditional:
-            return 0
+    def classes_of_data(self) -> int:
+        """The shards' classes, for a family whose ``model.conditional`` is true (its
+        ``num_classes``)."""
         if self.data.num_classes < 2:
             raise ConfigError(
                 "model.conditional=true needs labelled shards (class_names in manifest.json)"
             )
         return self.data.num_classes
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
 
     def label(self, batch: Batch) -> torch.Tensor | None:
         return batch.get("label") if self.conditional else None
@@ -123,7 +122,7 @@ class AdversarialFamily(Family):
     def d_input(self, images: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         """What D sees of real or generated images: ``loss.instance_noise`` (annealed linearly
         to 0 over the run), then the augmentation stage (``aug:``)."""
-        std = self.loss_cfg.instance_noise * linear_decay(ctx.step, self.cfg.train.steps)
+        std = self.loss_cfg.instance_noise * linear_decay(ctx.step, self.facts.steps)
         return ctx.augment(losses.instance_noise(images, std, ctx.randn))
 
     # --------------------------------------------------------------------- the schedule
@@ -221,15 +220,15 @@ class AdversarialFamily(Family):
         self, nets: Nets, z: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         if self.conditional and labels is None:
-            raise ConfigError(f"recipe {self.cfg.name} is class-conditional: give labels")
+            raise ConfigError(f"recipe {self.facts.recipe} is class-conditional: give labels")
         return nets.G(z, labels if self.conditional else None)
 
     def preview(
         self, nets: Nets, batch: Batch | None, generator: torch.Generator
     ) -> tuple[torch.Tensor, int]:
         """Fixed noise; one row per class for conditional models."""
-        per_row = self.cfg.log.samples_per_class
-        classes = self.num_classes()
+        per_row = self.facts.samples_per_class
+        classes = self.num_classes
         if classes:
             labels = torch.arange(classes, device=generator.device).repeat_interleave(per_row)
             return self.sample(nets, len(labels), generator, {"label": labels}), per_row

@@ -31,7 +31,7 @@ class PairedLossConfig(Section):
 class PairedTranslation(Family):
     networks = ("G", "D")
     inference = ("G",)
-    needs_input = True
+    needs = frozenset({"sample_batch", "preview_batch"})
     LossConfig = PairedLossConfig
 
     def split(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +80,7 @@ class PairedTranslation(Family):
         self, nets: Nets, n: int, generator: torch.Generator, batch: Batch | None = None
     ) -> torch.Tensor:
         if batch is None:
-            raise ValueError(f"family '{self.cfg.family}' translates data: give it a batch")
+            raise ValueError(f"family '{self.facts.family}' translates data: give it a batch")
         inputs, _ = self.split(batch)
         inputs = inputs[:n]
         return self.to_image(inputs, nets.G(inputs))
@@ -88,7 +88,7 @@ class PairedTranslation(Family):
     def translate(self, nets: Nets, images: torch.Tensor, direction: str = "AtoB") -> torch.Tensor:
         if direction != "AtoB":
             raise ConfigError(
-                f"--direction {direction}: a {self.cfg.family} model translates A→B only (train "
+                f"--direction {direction}: a {self.facts.family} model translates A→B only (train "
                 "one on shards converted with --direction BtoA for the other way)"
             )
         return self.to_image(images, nets.G(images))

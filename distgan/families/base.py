@@ -11,12 +11,24 @@ evaluation). A family declares, as names and small objects:
 * ``inference``: the networks needed to produce outputs (what ``distgan export`` writes);
 * ``streams``: the named data streams it reads (``()``: one stream, ``data.shards: DIR``;
   ``("A", "B")``: ``data.shards: {A: DIR, B: DIR}``, batches ``{"A": {...}, "B": {...}}``);
-* ``needs_input``: ``sample`` translates a data batch (image-to-image) instead of drawing noise
-  (and ``translate`` maps images of one domain to the other);
-* ``previews_data``: ``preview`` receives a fixed batch of held-out images (e.g. a VAE's
-  reconstructions), as ``needs_input`` families do;
+* ``needs``: what it needs from the engine and the data beyond noise, as names from
+  :data:`NEEDS` (unknown names are refused when the family is loaded):
+
+  - ``"sample_batch"``: ``sample`` translates a batch of data (image-to-image) instead of
+    drawing noise (and ``translate`` maps images of one domain to the other); declare
+    ``"preview_batch"`` with it;
+  - ``"preview_batch"``: ``preview`` receives a fixed batch of ``log.samples_per_class``
+    held-out samples (a translation's inputs, a VAE's reconstructions);
+  - ``"paired_data"``: its shards pair each image with its target (``distgan shards paired``);
+* ``num_classes``: the classes its networks are conditioned on (0: unconditional), which
+  sampling, previews and evaluation give labels for;
 * ``ModelConfig`` / ``LossConfig``: the schemas of its ``model:`` and ``loss:`` sections;
 * ``phases``: the optimisation schedule of one step, each a :class:`Phase`.
+
+A family is made by ``distgan.families.build_family`` from its two sections, already validated
+(:class:`FamilySections`: ``self.hp`` and ``self.loss_cfg``), a few facts about the run
+(:class:`RunFacts`: ``self.facts``) and the shapes of its data streams; it never sees the whole
+configuration.
 
 A phase's loss receives a :class:`Nets` view in which the networks that phase trains (or
 prepares for a later phase: ``Phase.prepares``) are the distributed (DDP) wrappers and every other
@@ -47,7 +59,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -56,9 +68,6 @@ from torch import nn
 from distgan.data.stream import DatasetInfo
 from distgan.errors import ConfigError
 from distgan.families.context import StepContext
-
-if TYPE_CHECKING:
-    from distgan.config import Config
 
 Batch = dict[str, Any]
 Logs = dict[str, torch.Tensor]
@@ -179,25 +188,58 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+# what a family may declare in ``needs`` → what it means
+NEEDS = {
+    "sample_batch": "sample() translates a batch of data instead of drawing noise",
+    "preview_batch": "preview() receives a fixed batch of held-out samples",
+    "paired_data": "its shards pair each image with its target (distgan shards paired)",
+}
+
+
+@dataclass(frozen=True)
+class FamilySections:
+    """The family's own sections of the recipe, validated by its schemas."""
+
+    model: Section  # model: (an instance of the family's ModelConfig)
+    loss: Section  # loss: (an instance of its LossConfig)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a family knows about the run beyond its own sections."""
+
+    recipe: str  # the recipe's name (for messages)
+    family: str  # the family as the recipe names it (for messages)
+    steps: int  # train.steps (schedules that anneal over the run)
+    samples_per_class: int  # log.samples_per_class (the preview grid's columns)
+    lab: bool = False  # data.lab: images in CIE L*a*b*
+
+
 class Family(ABC):
     networks: ClassVar[tuple[str, ...]]
     ema: ClassVar[tuple[str, ...]] = ()
     inference: ClassVar[tuple[str, ...]] = ()
     streams: ClassVar[tuple[str, ...]] = ()
-    needs_input: ClassVar[bool] = False
-    needs_pairs: ClassVar[bool] = False  # its data must be paired (an image and its target)
-    previews_data: ClassVar[bool] = False  # preview() receives a held-out batch
+    needs: ClassVar[frozenset[str]] = frozenset()  # names from NEEDS
     augments: ClassVar[tuple[str, ...]] = ()  # networks whose inputs pass ctx.augment
     ModelConfig: ClassVar[type[Section]] = Section
     LossConfig: ClassVar[type[Section]] = Section
 
-    def __init__(self, cfg: Config, data: dict[str, DatasetInfo]) -> None:
+    def __init__(
+        self, sections: FamilySections, facts: RunFacts, data: dict[str, DatasetInfo]
+    ) -> None:
         """``data``: the shape of each stream's data (key ``""`` for a single stream)."""
-        self.cfg = cfg
+        self.hp = sections.model
+        self.loss_cfg = sections.loss
+        self.facts = facts
         self.stream_info = data
         self.data = next(iter(data.values()))  # the (first) stream's shape
-        self.hp = self.ModelConfig.model_validate(cfg.model)
-        self.loss_cfg = self.LossConfig.model_validate(cfg.loss)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the networks are conditioned on (0: unconditional). Families that condition
+        on labels override it; sampling, previews and evaluation then pass labels."""
+        return 0
 
     @abstractmethod
     def build_networks(self) -> dict[str, nn.Module]:
@@ -212,11 +254,11 @@ class Family(ABC):
         self, nets: Nets, n: int, generator: torch.Generator, batch: Batch | None = None
     ) -> torch.Tensor:
         """``n`` output images in [-1, 1], conditioned on ``batch`` where the family uses it
-        (labels for conditional GANs, input images for ``needs_input`` families). By default:
+        (labels for conditional GANs, input images for ``"sample_batch"`` families). By default:
         ``decode`` of z ~ N(0, I) drawn from ``generator`` (one ``[n, latent_dim]`` draw, so
         the latent of sample k of seed s is ``randn(n, latent_dim)[k]`` of that seed)."""
         if not self.latent_dim:
-            raise NotImplementedError(f"family '{self.cfg.family}' does not sample")
+            raise NotImplementedError(f"family '{self.facts.family}' does not sample")
         z = torch.randn(n, self.latent_dim, device=generator.device, generator=generator)
         return self.decode(nets, z)
 
@@ -230,28 +272,28 @@ class Family(ABC):
     def decode(self, nets: Nets, z: torch.Tensor, labels: torch.Tensor | None = None):
         """Images in [-1, 1] from latent vectors ``z`` [N, latent_dim] (and class labels for
         conditional models)."""
-        raise ConfigError(f"family '{self.cfg.family}' has no latent space")
+        raise ConfigError(f"family '{self.facts.family}' has no latent space")
 
     def encode(self, nets: Nets, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(μ, log σ²) of q(z | x) for images in [-1, 1], for families with an encoder."""
-        raise ConfigError(f"family '{self.cfg.family}' has no encoder (a VAE has one)")
+        raise ConfigError(f"family '{self.facts.family}' has no encoder (a VAE has one)")
 
     def latent_layers(self, nets: Nets) -> list[LatentLayer]:
         """The groups of latent dimensions that each act on one layer (EigenGAN)."""
-        raise ConfigError(f"family '{self.cfg.family}' has no layer-wise latent dimensions")
+        raise ConfigError(f"family '{self.facts.family}' has no layer-wise latent dimensions")
 
     def preview(
         self, nets: Nets, batch: Batch | None, generator: torch.Generator
     ) -> tuple[torch.Tensor, int]:
         """The preview grid (images in [-1, 1], images per row). ``batch``: a fixed batch of
-        ``log.samples_per_class`` held-out samples for ``needs_input`` families, else None."""
-        per_row = self.cfg.log.samples_per_class
+        ``log.samples_per_class`` held-out samples for ``"preview_batch"`` families, else None."""
+        per_row = self.facts.samples_per_class
         return self.sample(nets, per_row * per_row, generator, batch), per_row
 
     def translate(self, nets: Nets, images: torch.Tensor, direction: str = "AtoB") -> torch.Tensor:
         """Images in [-1, 1] (the network's input format) translated to the other domain, for
         families that translate data (``distgan translate``)."""
-        raise ConfigError(f"family '{self.cfg.family}' does not translate images")
+        raise ConfigError(f"family '{self.facts.family}' does not translate images")
 
     def reference(self, batch: Batch) -> torch.Tensor:
         """The real images that ``sample(…, batch)`` should resemble (for evaluation)."""

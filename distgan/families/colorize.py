@@ -40,7 +40,7 @@ class Colorize(PairedTranslation):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if not self.cfg.data.lab:
+        if not self.facts.lab:
             raise ConfigError("family 'colorize' needs data.lab=true (it learns a*b* from L*)")
 
     def build_networks(self) -> dict[str, nn.Module]:
@@ -50,7 +50,7 @@ class Colorize(PairedTranslation):
                 1, 2, hp.encoder, hp.decoder, hp.decoder_dropout, self.data.resolution
             )
         except ValueError as err:
-            raise ConfigError(f"{err} (recipe {self.cfg.name})") from None
+            raise ConfigError(f"{err} (recipe {self.facts.recipe})") from None
         return {"G": G, "D": PatchDiscriminator(3, hp.d_channels, "batch")}
 
     def split(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,22 +28,14 @@ class Pix2PixConfig(Section):
 
 class Pix2Pix(PairedTranslation):
     ModelConfig = Pix2PixConfig
-    needs_pairs = True
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if not self.data.paired:
-            raise ConfigError(
-                "family 'pix2pix' needs paired shards (A with its target B): convert them with "
-                "`distgan shards paired`"
-            )
+    needs = PairedTranslation.needs | {"paired_data"}  # checked by build_family
 
     def build_networks(self) -> dict[str, nn.Module]:
         hp, c = self.hp, self.data.channels
         try:
             G = Pix2PixUNet(c, c, hp.width, hp.downsamplings, hp.dropout, self.data.resolution)
         except ValueError as err:
-            raise ConfigError(f"{err} (recipe {self.cfg.name})") from None
+            raise ConfigError(f"{err} (recipe {self.facts.recipe})") from None
         return {"G": G, "D": PatchDiscriminator(2 * c, hp.d_channels, "batch")}
 
     def split(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,8 +32,12 @@ class SNGANConfig(GANConfig):
 class SNGAN(AdversarialFamily):
     ModelConfig = SNGANConfig
 
+    @property
+    def num_classes(self) -> int:
+        return self.classes_of_data() if self.hp.conditional else 0
+
     def networks_for_data(self) -> dict[str, nn.Module]:
-        res, ch, classes, hp = self.data.resolution, self.data.channels, self.num_classes(), self.hp
+        res, ch, classes, hp = self.data.resolution, self.data.channels, self.num_classes, self.hp
         return {
             "G": ResNetGenerator(
                 z_dim=hp.z_dim,

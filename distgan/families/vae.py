@@ -51,7 +51,7 @@ def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
 class VAE(Family):
     networks = ("E", "G")
     inference = ("E", "G")
-    previews_data = True
+    needs = frozenset({"preview_batch"})
     ModelConfig = VAEConfig
     LossConfig = VAELossConfig
 
@@ -71,7 +71,7 @@ class VAE(Family):
                 "G": VAEDecoder(filters=hp.decoder, start=hp.encoder[-1], **common),
             }
         except ValueError as err:
-            raise ConfigError(f"{err} (recipe {self.cfg.name})") from None
+            raise ConfigError(f"{err} (recipe {self.facts.recipe})") from None
 
     @property
     def phases(self) -> list[Phase]:
@@ -100,7 +100,7 @@ class VAE(Family):
         self, nets: Nets, z: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         if labels is not None:
-            raise ConfigError(f"recipe {self.cfg.name} (a VAE) is not class-conditional")
+            raise ConfigError(f"recipe {self.facts.recipe} (a VAE) is not class-conditional")
         return nets.G(z) * 2 - 1
 
     def encode(self, nets: Nets, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +110,7 @@ class VAE(Family):
         self, nets: Nets, batch: Batch | None, generator: torch.Generator
     ) -> tuple[torch.Tensor, int]:
         """Row 1: held-out images; row 2: their reconstructions (from μ); then samples."""
-        per_row = self.cfg.log.samples_per_class
+        per_row = self.facts.samples_per_class
         real = batch["image"][:per_row]
         rows = [real, self.decode(nets, self.encode(nets, real)[0])]
         samples = self.sample(nets, per_row * max(per_row - 2, 1), generator)

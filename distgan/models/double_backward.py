@@ -2,8 +2,7 @@
 
 A penalty takes ∇ₓD(x) with ``create_graph=True`` and back-propagates a function of it to D's
 weights: a *double backward*. With PyTorch's own layers that pass costs about twice what it must
-(measured on a WGAN-GP critic step, 2-core Zen 4: 2.1× the plain step with nn's layers, 1.7×
-with these, critic alone):
+(the measurements: README, "Training speed", critic layers with cheap second derivatives):
 
 * The derivative of ``leaky_relu_backward`` with respect to its input is a tensor of zeros,
   which autograd then carries back through the critic's whole forward graph, and
@@ -12,7 +11,7 @@ with these, critic alone):
   input gradient of a convolution is a function of the output gradient and the weight only, so
   that pass never runs.
 * PyTorch computes the weight gradient of the input-gradient convolution as a convolution with
-  batch and channels swapped (and copies of the weight), 2–3× slower than the ordinary weight
+  batch and channels swapped (and copies of the weight), slower than the ordinary weight
   gradient kernel used here.
 
 The first derivatives are PyTorch's kernels: bit for bit without autocast; under autocast each

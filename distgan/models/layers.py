@@ -118,9 +118,8 @@ def projection(
 class Dropout(nn.Dropout):
     """``nn.Dropout`` (same scaling; the drop rate rounded to 1/65536) with a cheaper mask on
     CPUs, where ``bernoulli_`` has no vectorised kernel and one random number per element is
-    the cost: each 64-bit random draw gives four 16-bit uniform lanes, one per element. Timed
-    on 8.4 M elements (2-core Zen 4): bernoulli_ 85 ms, ``torch.rand`` 46 ms, this 13 ms (the
-    masks took a fifth of a ``celeba128-vae`` step). GPUs keep the fused kernel."""
+    the cost: each 64-bit random draw gives four 16-bit uniform lanes, one per element (its
+    timings: README, "Training speed", cheaper dropout masks). GPUs keep the fused kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or x.device.type != "cpu":

@@ -58,7 +58,7 @@ class ToyCycle(Family):
     networks = ("G_AB", "G_BA", "D_A", "D_B")
     inference = ("G_AB", "G_BA")
     streams = ("A", "B")
-    needs_input = True
+    needs = frozenset({"sample_batch", "preview_batch"})
     ModelConfig = ToyModel
     LossConfig = ToyLoss
 

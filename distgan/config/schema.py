@@ -1,37 +1,35 @@
-"""Typed run configuration: named YAML recipes + dotted command-line overrides.
+"""The schema of a run's configuration: one pydantic section per top-level key of a recipe.
 
-A *recipe* is a YAML file (``distgan/configs/<name>.yaml``, or any path) that says what to train:
-data, steps, optimizers, hyper-parameters. Its ``family:`` names the Python class that says how
-(``family: dcgan`` → ``distgan/families/dcgan.py``; see distgan/families/base.py). The recipe is
-validated against :class:`Config`; the ``model:`` and ``loss:`` sections belong to the family,
-which validates them with its own schemas, and ``optim:`` is keyed by the family's network
-names, so adding a family never touches this file.
-
-Every mistake becomes a :class:`ConfigError` whose message names the offending key and the
-allowed values; the CLI prints it as one line and exits with code 2.
+The ``model:`` and ``loss:`` sections belong to the recipe's family, which owns their schemas:
+here they are mappings, and :func:`distgan.recipe.check_recipe` replaces each by the family's
+validated section (its ``ModelConfig`` / ``LossConfig``, defaults filled in). ``optim:`` is keyed
+by the family's network names, so adding a family never touches this package.
 """
 
 from __future__ import annotations
 
-import difflib
-import typing
-from importlib import resources
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
-from distgan.errors import ConfigError
-from distgan.overrides import apply_overrides
 
-__all__ = ["Config", "ConfigError", "load_config", "recipe_names", "to_yaml", "validate"]
+def parse_duration(text: str | float | int | None) -> float | None:
+    """Seconds from ``3600``, ``"90m"``, ``"1h30m"``, ``"45s"`` or SLURM-style ``"01:30:00"``."""
+    if text is None or isinstance(text, int | float):
+        return None if text is None else float(text)
+    text = text.strip()
+    if re.fullmatch(r"\d+(:\d{1,2}){1,2}", text):
+        seconds = 0.0
+        for part in text.split(":"):
+            seconds = seconds * 60 + int(part)
+        return seconds
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
+    if not text or not match or not any(match.groups()):
+        raise ValueError(f"'{text}' is not a duration (e.g. 3600, 90m, 1h30m, 01:30:00)")
+    hours, minutes, seconds = match.groups()
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
 
 
 class _Section(BaseModel):
@@ -155,8 +153,6 @@ class TrainConfig(_Section):
     @field_validator("time_limit")
     @classmethod
     def _duration(cls, value: str | float | None) -> str | float | None:
-        from distgan.engine.signals import parse_duration
-
         seconds = parse_duration(value)  # raises ValueError with the accepted forms
         if seconds is not None and not 0 < seconds < float("inf"):
             raise ValueError("a time limit must be positive (null: no limit)")
@@ -277,12 +273,27 @@ class Config(_Section):
     optim: dict[str, OptimConfig] = Field(
         default_factory=dict, description="per trained network, e.g. optim.G.lr, optim.D.betas"
     )
-    loss: dict[str, Any] = Field(default_factory=dict, description="the family's losses")
+    loss: dict[str, Any] = Field(
+        default_factory=dict, description="the family's losses (checked: its LossConfig)"
+    )
     aug: AugConfig = AugConfig()
     log: LogConfig = LogConfig()
     eval: EvalConfig = EvalConfig()
-    model: dict[str, Any] = Field(default_factory=dict, description="the family's networks")
+    model: dict[str, Any] = Field(
+        default_factory=dict, description="the family's networks (checked: its ModelConfig)"
+    )
     resume: str = Field("auto", description="auto | never | PATH to a checkpoint")
+
+    # ``model``/``loss`` hold a mapping as read, and the family's validated section once
+    # distgan.recipe.check_recipe has run; either dumps as a mapping (YAML, checkpoints).
+    @field_validator("model", "loss", mode="wrap")
+    @classmethod
+    def _family_section(cls, value: Any, handler: Any) -> Any:
+        return value if isinstance(value, BaseModel) else handler(value)
+
+    @field_serializer("model", "loss")
+    def _dump_family_section(self, value: Any, info: Any) -> Any:
+        return value.model_dump(mode=info.mode) if isinstance(value, BaseModel) else value
 
     @property
     def run_dir(self) -> Path:
@@ -291,154 +302,3 @@ class Config(_Section):
     def optimizer(self, network: str) -> OptimConfig:
         """``optim.<network>``, or Adam's defaults when the recipe does not set it."""
         return self.optim.get(network) or OptimConfig()
-
-
-# --------------------------------------------------------------------------- recipes by name
-
-
-def recipe_names() -> list[str]:
-    files = resources.files("distgan") / "configs"
-    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
-
-
-def _read_recipe(name: str) -> dict[str, Any]:
-    """A recipe's YAML as a dict (``name`` set from the file name if the YAML has none)."""
-    path = Path(name)
-    if name.endswith((".yaml", ".yml")) and path.exists():
-        text = path.read_text()
-    else:
-        names = recipe_names()
-        if name not in names:
-            hint = difflib.get_close_matches(name, names, n=1)
-            maybe = f" (did you mean '{hint[0]}'?)" if hint else ""
-            raise ConfigError(
-                f"unknown recipe '{name}'{maybe}; valid recipes: {', '.join(names)} "
-                "(or a path to a .yaml file)"
-            )
-        text = (resources.files("distgan") / "configs" / f"{name}.yaml").read_text()
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
-        problem = getattr(err, "problem", None) or " ".join(str(err).split())
-        raise ConfigError(f"recipe '{name}' is not valid YAML{at}: {problem}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"recipe '{name}' is a YAML {type(raw).__name__}, not a mapping of sections "
-            "(name, family, data, train, …)"
-        )
-    raw.setdefault("name", path.stem if name.endswith((".yaml", ".yml")) else name)
-    return raw
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Valid key names at ``loc`` inside ``model`` (for error messages); follows sections and
-    mappings of sections (``optim.G.lr``)."""
-    parts = list(loc[:-1])
-    while parts:
-        field = model.model_fields.get(str(parts.pop(0)))
-        annotation = getattr(field, "annotation", None)
-        if typing.get_origin(annotation) is dict:  # dict[str, Section]: skip the key
-            annotation = typing.get_args(annotation)[1]
-            if parts:
-                parts.pop(0)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return sorted(model.model_fields)
-
-
-def format_validation_error(err: ValidationError, schema: type[BaseModel], prefix: str = "") -> str:
-    """The first error of a pydantic validation, as one line naming the key and the choices."""
-    first = err.errors()[0]
-    loc = first["loc"]
-    key = prefix + ".".join(str(p) for p in loc)
-    if first["type"] == "extra_forbidden":
-        valid = _fields_of(schema, loc)
-        hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        maybe = f" (did you mean '{hint[0]}'?)" if hint else ""
-        return f"unknown key '{key}'{maybe}; valid keys here: {', '.join(valid)}"
-    if first["type"] == "missing":
-        return f"missing key '{key}'"
-    if first["type"] == "value_error" and isinstance(first.get("input"), dict):
-        return str(first["msg"]).removeprefix("Value error, ")  # a whole-section check
-    given = first.get("input")
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"bad value for '{key}': {given!r} — {message}"
-
-
-def _apply_shorthands(raw: dict[str, Any]) -> None:
-    """``train.lr_g=X`` → ``optim.G.lr=X`` (a shorthand given on the command line wins)."""
-    train = raw.get("train")
-    if not isinstance(train, dict):
-        return
-    for key, (network, field) in SHORTHANDS.items():
-        if key in train:
-            optim = raw.setdefault("optim", {})
-            if not isinstance(optim, dict) or not isinstance(optim.setdefault(network, {}), dict):
-                raise ConfigError(f"'optim.{network}' must be a section (lr, betas, decay_start)")
-            optim[network][field] = train.pop(key)
-
-
-def _section(schema: type[BaseModel], values: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """Validate a family-owned section; its defaults filled in, as plain values."""
-    try:
-        return schema.model_validate(values).model_dump(mode="json")
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, schema, prefix)) from None
-
-
-def validate(raw: dict[str, Any]) -> Config:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"a recipe is a YAML mapping of sections, not {type(raw).__name__}")
-    _apply_shorthands(raw)
-    try:
-        cfg = Config.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, Config)) from None
-    # The family validates (and fills defaults of) its own sections.
-    from distgan.families import get_family
-
-    family = get_family(cfg.family)
-    cfg.model = _section(family.ModelConfig, cfg.model, "model.")
-    cfg.loss = _section(family.LossConfig, cfg.loss, "loss.")
-    for network in cfg.optim:
-        if network not in family.networks:
-            raise ConfigError(
-                f"optim.{network}: family '{cfg.family}' has no network '{network}'; its "
-                f"networks: {', '.join(family.networks)}"
-            )
-    for key, shards in (("data.shards", cfg.data.shards), ("eval.shards", cfg.eval.shards)):
-        named = sorted(shards) if isinstance(shards, dict) else []
-        if shards is not None and named != sorted(family.streams):
-            want = (
-                "one folder"
-                if not family.streams
-                else "{" + ", ".join(f"{s}: DIR" for s in family.streams) + "}"
-            )
-            raise ConfigError(f"{key}: family '{cfg.family}' reads {want}, not {shards!r}")
-    from distgan.evaluation import check_metric
-
-    for name in cfg.eval.metrics:
-        check_metric(name)  # one line naming the valid ones if unknown
-    best = cfg.eval.best
-    if best and best not in BEST:
-        raise ConfigError(f"eval.best={best}: one of {', '.join(sorted(BEST))}")
-    if best and BEST[best][0] not in cfg.eval.metrics:
-        raise ConfigError(f"eval.best={best} needs '{BEST[best][0]}' in eval.metrics")
-    return cfg
-
-
-def load_config(recipe: str, overrides: list[str] | None = None) -> Config:
-    """Resolve a recipe name (or YAML path) plus overrides into a validated :class:`Config`."""
-    raw = _read_recipe(recipe)
-    apply_overrides(raw, overrides or [])
-    return validate(raw)
-
-
-def to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
