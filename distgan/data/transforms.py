@@ -31,6 +31,7 @@ RGB_TO_XYZ = torch.tensor(
     ],
     dtype=torch.float64,
 )
+XYZ_TO_RGB = torch.linalg.inv(RGB_TO_XYZ)
 WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
 DELTA = 6.0 / 29.0
 LAB_SCALE = (50.0, 110.0, 110.0)
@@ -86,7 +87,7 @@ class Transforms:
     def colour(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images ([C,H,W] or a batch [B,C,H,W]) → float network input (one op per batch)."""
         if self.grayscale and x.shape[-3] == 3:
-            weights = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
+            weights = torch.tensor([0.299, 0.587, 0.114], device=x.device)[:, None, None]
             return (x.float() * weights).sum(-3, keepdim=True).mul_(2 / 255).sub_(1)
         if self.lab:
             return normalize_lab(rgb_to_lab(x.float() / 255))
@@ -98,7 +99,8 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     dtype = rgb.dtype
     x = rgb.to(torch.float64)
     linear = torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-    xyz = torch.einsum("ij,...jhw->...ihw", RGB_TO_XYZ, linear) / WHITE_D65[:, None, None]
+    matrix, white = RGB_TO_XYZ.to(x.device), WHITE_D65.to(x.device)  # images may be on a GPU
+    xyz = torch.einsum("ij,...jhw->...ihw", matrix, linear) / white[:, None, None]
     f = torch.where(xyz > DELTA**3, xyz.clamp_min(1e-12) ** (1 / 3), xyz / (3 * DELTA**2) + 4 / 29)
     fx, fy, fz = f.unbind(-3)
     lab = torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
@@ -111,8 +113,9 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     L, a, b = lab.to(torch.float64).unbind(-3)
     fy = (L + 16) / 116
     f = torch.stack([fy + a / 500, fy, fy - b / 200], dim=-3)
-    xyz = torch.where(f > DELTA, f**3, 3 * DELTA**2 * (f - 4 / 29)) * WHITE_D65[:, None, None]
-    linear = torch.einsum("ij,...jhw->...ihw", torch.linalg.inv(RGB_TO_XYZ), xyz)
+    white = WHITE_D65.to(lab.device)[:, None, None]  # images may be on a GPU
+    xyz = torch.where(f > DELTA, f**3, 3 * DELTA**2 * (f - 4 / 29)) * white
+    linear = torch.einsum("ij,...jhw->...ihw", XYZ_TO_RGB.to(lab.device), xyz)
     srgb = torch.where(
         linear <= 0.0031308, 12.92 * linear, 1.055 * linear.clamp_min(0) ** (1 / 2.4) - 0.055
     )

@@ -127,14 +127,15 @@ def open_reporter(run: Run, parallel: str | None) -> RunLogger:
         every=cfg.log.every,
     )
     run.wandb_id = reporter.wandb_id
+    micro = f" × {t.accumulate} micro-batches" if t.accumulate > 1 else ""
     log.info(
-        "training %s: %d steps, global batch %d = %d × %d micro-batches × %d processes, "
-        "precision %s, %s, run.dir %s",
+        "training %s: %d steps, global batch %d = %d%s × %d processes, precision %s, %s, "
+        "run.dir %s",
         cfg.name,
         t.steps,
         run.images_per_step,
         t.batch_size,
-        t.accumulate,
+        micro,
         run.world,
         run.precision.mode,
         "DeepSpeed" if parallel else "DDP" if run.world > 1 else "1 process",

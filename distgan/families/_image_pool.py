@@ -15,32 +15,51 @@ import torch
 
 
 class ImagePool:
+    """The pool lives on the device of the images it is given (restored checkpoints hold it on
+    the CPU: it moves at the next query) and is drawn from without host syncs: the fill level is
+    a count the host knows, the coin flips and picks stay on the device."""
+
     def __init__(self, size: int) -> None:
         self.size = size
-        self.images: list[torch.Tensor] = []
+        self.pool: torch.Tensor | None = None  # [size, C, H, W], the first ``filled`` in use
+        self.filled = 0
 
     def query(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The images D sees for the batch ``images`` (detached). Draws the same amount of
-        randomness whatever the pool holds, with one host sync per batch."""
+        randomness whatever the pool holds."""
+        images = images.detach()
         if self.size == 0:
-            return images.detach()
+            return images
         n = images.shape[0]
-        coins = torch.rand(n, device=images.device, generator=generator).tolist()
-        picks = torch.randint(self.size, (n,), device=images.device, generator=generator).tolist()
+        swaps = torch.rand(n, device=images.device, generator=generator) < 0.5
+        picks = torch.randint(self.size, (n,), device=images.device, generator=generator)
+        if self.pool is None:
+            self.pool = images.new_zeros((self.size, *images.shape[1:]))
+        self.pool = self.pool.to(images.device)
         out = []
-        for image, coin, pick in zip(images.detach(), coins, picks, strict=True):
-            if len(self.images) < self.size:
-                self.images.append(image.clone())
+        for i in range(n):  # in order: a later image may draw one this batch put in
+            image = images[i]
+            if self.filled < self.size:
+                self.pool[self.filled] = image
+                self.filled += 1
                 out.append(image)
-            elif coin < 0.5:
-                out.append(self.images[pick])
-                self.images[pick] = image.clone()
-            else:
-                out.append(image)
+                continue
+            slot = picks[i : i + 1]
+            old = self.pool.index_select(0, slot)[0]
+            out.append(torch.where(swaps[i], old, image))
+            self.pool.index_copy_(0, slot, torch.where(swaps[i], image, old)[None])
         return torch.stack(out)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"images": [image.clone() for image in self.images]}
+        """The images in the pool, on the CPU (a checkpoint gathers them from every rank)."""
+        if self.pool is None:
+            return {"images": []}
+        return {"images": [image.cpu().clone() for image in self.pool[: self.filled]]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.images = [image.clone() for image in state["images"]]
+        images = state["images"]
+        self.filled = len(images)
+        self.pool = None
+        if images:
+            self.pool = images[0].new_zeros((self.size, *images[0].shape))
+            self.pool[: self.filled] = torch.stack(images)
