@@ -100,9 +100,12 @@ def test_missing_or_wrong_inception_weights_are_one_line(
 
 
 @pytest.mark.slow
-def test_distgan_eval_reproduces_the_logged_figures(trained, tmp_path: Path) -> None:
+def test_distgan_eval_reproduces_the_logged_figures(
+    trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The tiny digits-cdcgan of the shared 2-process launch evaluated itself at its last step
-    (the recipe's `digits` metric); `distgan eval` on 2 processes gives the same numbers."""
+    (the recipe's `digits` metric); `distgan eval` on 2 processes gives the same numbers, and on
+    1 process too: each held-out sample's noise depends on the seed and its place, not the rank."""
     run_dir = trained[0] / "digits-cdcgan"
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in rows if "eval/digits_accuracy" in r][-1]
@@ -112,6 +115,13 @@ def test_distgan_eval_reproduces_the_logged_figures(trained, tmp_path: Path) -> 
     assert figures["digits_accuracy"] == logged["eval/digits_accuracy"]
     assert figures["digits_fd"] == logged["eval/digits_fd"]
     assert figures["protocol"]["processes"] == 2 and figures["protocol"]["n"] == 1000
+    assert "train.seed" in figures["protocol"]["seeding"]
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(run_dir), "--json"]) == 0  # 1 process, in this one
+    single = json.loads(capsys.readouterr().out)
+    assert single["protocol"]["processes"] == 1
+    for key in ("digits_accuracy", "digits_fd"):
+        assert single[key] == pytest.approx(figures[key], rel=1e-7, abs=1e-12), key
     written = json.loads((run_dir / "eval" / f"step-{STEPS:08d}.json").read_text())
     assert written["figures"]["digits_fd"] == figures["digits_fd"]
     assert (run_dir / "checkpoints" / "best.pt").is_file()
