@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import (
     ROOT,
+    SHARDS,
     STEPS,
     TINY,
     assert_bit_identical,
@@ -58,6 +59,34 @@ def test_kid_of_one_distribution_is_zero_within_its_std_and_is_of_uniform_logits
     assert shifted["kernel_inception_distance_mean"] > 10 * shifted["kernel_inception_distance_std"]
     score = isc_features_to_metric(torch.zeros(100, 1008, dtype=torch.float64), splits=10)
     assert score["inception_score_mean"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_held_out_blocks_and_their_noise_do_not_depend_on_the_number_of_processes() -> None:
+    """The protocol deals blocks of eval.batch_size samples to the ranks in turn; each block's
+    noise generator depends on train.seed and the block alone."""
+    from distgan.config import load_config
+    from distgan.evaluation import protocol
+
+    cfg = load_config("digits-cdcgan", [f"data.shards={SHARDS}", "eval.batch_size=7"])
+    cpu = torch.device("cpu")
+
+    def blocks(world: int) -> dict[int, tuple[list[int], torch.Tensor]]:
+        dealt = {}
+        for rank in range(world):
+            for batch in protocol.held_out(cfg, 40, 7, rank, world):
+                noise = torch.randn(3, generator=protocol.noise(cfg, batch, cpu))
+                dealt[int(batch["index"][0])] = (batch["index"].tolist(), noise, batch["key"])
+        return dealt
+
+    one = blocks(1)
+    assert [i for first in sorted(one) for i in one[first][0]] == list(range(40))
+    for world in (2, 3):
+        other = blocks(world)
+        assert other.keys() == one.keys()
+        for first, (places, noise, keys) in other.items():
+            assert places == one[first][0] and keys == one[first][2]
+            assert torch.equal(noise, one[first][1])
+    assert not torch.equal(one[0][1], one[7][1])
 
 
 @pytest.mark.slow

@@ -42,8 +42,8 @@ def evaluate_checkpoint(
     device = state.device
     model = load(ckpt, device)
     updates = {"metrics": metrics or model.cfg.eval.metrics, "n": n or model.cfg.eval.n}
-    given = {"shards": shards, "weights": inception, "batch_size": batch_size}
-    updates.update({k: v for k, v in {**given, "extractor": extractor}.items() if v})
+    given = dict(shards=shards, weights=inception, batch_size=batch_size, extractor=extractor)
+    updates.update({key: value for key, value in given.items() if value})
     cfg = model.cfg.model_copy(update={"eval": model.cfg.eval.model_copy(update=updates)})
     if not cfg.eval.metrics:
         raise ConfigError("--metrics: name at least one metric")
@@ -175,7 +175,7 @@ def eval_command(args: argparse.Namespace) -> int:
         args.ckpt, metrics, args.n, args.shards, args.inception, args.batch_size, args.extractor
     )
     if main_process:
-        print(json.dumps({**figures, "protocol": recorded}, indent=1) if args.json else
-              table(figures, recorded))  # fmt: skip
+        shown = {**figures, "protocol": recorded}
+        print(json.dumps(shown, indent=1) if args.json else table(figures, recorded))
         print(f"distgan: wrote {out}", file=sys.stderr)
     return 0

@@ -108,9 +108,13 @@ class Model:
         return torch.cat([_to_unit(part) for part in self.outputs(n, seed, labels)])
 
     def outputs(
-        self, n: int, seed: int = 0, labels: Labels = None, inputs: Batch | None = None,
+        self,
+        n: int,
+        seed: int = 0,
+        labels: Labels = None,
+        inputs: Batch | None = None,
         chunk: int = 256,
-    ) -> Iterator[torch.Tensor]:  # fmt: skip
+    ) -> Iterator[torch.Tensor]:
         """The one sampling path: ``n`` outputs in [-1, 1] (float, CPU), ``chunk`` at a time
         (20,000 samples of 64 px are 1 GB of floats): ``latents(n, seed)`` decoded with
         ``labels``, or for a family without latents its outputs for the batch ``inputs``."""
