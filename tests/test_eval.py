@@ -145,14 +145,14 @@ def test_distgan_eval_reproduces_the_logged_figures(
     assert figures["digits_fd"] == logged["eval/digits_fd"]
     assert figures["protocol"]["processes"] == 2 and figures["protocol"]["n"] == 1000
     assert "train.seed" in figures["protocol"]["seeding"]
+    written = json.loads((run_dir / "eval" / f"step-{STEPS:08d}.json").read_text())
+    assert written["figures"]["digits_fd"] == figures["digits_fd"]
     capsys.readouterr()
     assert main(["eval", "--ckpt", str(run_dir), "--json"]) == 0  # 1 process, in this one
     single = json.loads(capsys.readouterr().out)
     assert single["protocol"]["processes"] == 1
     for key in ("digits_accuracy", "digits_fd"):
         assert single[key] == pytest.approx(figures[key], rel=1e-7, abs=1e-12), key
-    written = json.loads((run_dir / "eval" / f"step-{STEPS:08d}.json").read_text())
-    assert written["figures"]["digits_fd"] == figures["digits_fd"]
     assert (run_dir / "checkpoints" / "best.pt").is_file()
     code = main(["eval", "--ckpt", str(run_dir), "--metrics", "fid", "--inception", "/absent"])
     assert code == 2
