@@ -36,7 +36,7 @@ class Reference:
 
     def __init__(self, cfg, extractor, keep_features: bool, read_cache: bool = True) -> None:
         self.extractor, self.keep_features = extractor, keep_features
-        self.sums: FrechetSums | None = None
+        self.sums = FrechetSums(extractor.dim, extractor.device)  # (a rank may get no sample)
         self.features, self.places = [], []
         self.cache_file, self.cached = None, None
         shards = protocol.shards_of(cfg)
@@ -50,7 +50,6 @@ class Reference:
     def add(self, references: torch.Tensor, places: torch.Tensor) -> None:
         """The real images of a held-out batch (``places``: the batch's ``index``)."""
         real = self.extractor(to_uint8(references))["features"]
-        self.sums = self.sums or FrechetSums(real.shape[1], real.device)
         self.sums.add(real)
         if self.keep_features:
             self.features.append(real.cpu())
@@ -84,12 +83,11 @@ class Fidelity(Evaluator):
             raise ConfigError("eval.metrics 'is' needs eval.extractor=inception (class logits)")
         self.keep_features = "kid" in metrics or "pr" in metrics
         self.real = Reference(family.cfg, self.extractor, self.keep_features)
-        self.fake_sums: FrechetSums | None = None
+        self.fake_sums = FrechetSums(self.extractor.dim, device)  # (a rank may get no sample)
         self.fake, self.logits, self.places = [], [], []  # places: rows' held-out order
 
     def update(self, outputs: torch.Tensor, references: torch.Tensor, batch: Batch) -> None:
         fake = self.extractor(to_uint8(outputs))
-        self.fake_sums = self.fake_sums or FrechetSums(fake["features"].shape[1], self.device)
         self.fake_sums.add(fake["features"])
         places = protocol.sample_indices(batch).cpu()
         self.places.append(places)
@@ -122,7 +120,7 @@ class Fidelity(Evaluator):
                 pr = prc_features_to_metric(fake, real, verbose=False, save_cpu_ram=True)
                 out["eval/precision"], out["eval/recall"] = pr["precision"], pr["recall"]
         if "is" in self.metrics:
-            logits = gather_in_order(self.logits, self.places, self.logits[0].shape[1])
+            logits = gather_in_order(self.logits, self.places, self.extractor.logits)
             score = isc_features_to_metric(logits, splits=10, shuffle=True, rng_seed=SEED)
             out["eval/is"] = score["inception_score_mean"]
             out["eval/is_std"] = score["inception_score_std"]

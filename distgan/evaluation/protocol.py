@@ -7,7 +7,8 @@ all read held-out data through here, so they cannot drift apart.
   shuffle seeded with ``train.seed``, with the run's colour conversion (gray, L*a*b*) and no random
   crop or flip.
 * **Dealing**: blocks of ``eval.batch_size`` consecutive samples; rank r of R takes blocks r,
-  r + R, r + 2R, … (one batch each).
+  r + R, r + 2R, … (one batch each). A rank may get none (N < ``eval.batch_size`` × R): it still
+  takes part in the evaluators' reductions, with empty sums.
 * **Noise**: the outputs of block k are drawn from a generator seeded by (``train.seed``, k) alone
   (labels and images come from the held-out samples), so every sample gets the same noise, and the
   figures are the same, on any number of processes. ``eval.batch_size`` sets the blocks, so it is
