@@ -84,118 +84,16 @@ def cmd_shards(args: argparse.Namespace) -> int:
     return 0
 
 
-OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".npz")
+def handler(module: str, name: str):
+    """The command handler ``name`` of ``module``, imported when the command runs (so parsing
+    stays light and each handler lives next to its code)."""
 
+    def run(args: argparse.Namespace) -> int:
+        import importlib
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
-    from torchvision.utils import save_image
+        return getattr(importlib.import_module(module), name)(args)
 
-    from distgan import inference
-
-    out = Path(args.out)
-    if out.suffix.lower() not in OUTPUT_SUFFIXES:
-        return _fail(f"--out {out}: use a .png/.jpg (grid) or .npz (arrays) file name", 2)
-    if args.n < 1:
-        return _fail(f"--n {args.n}: draw at least 1 sample", 2)
-    trained = inference.load_trained(args.ckpt)
-    batch, labels = inference.conditioning(trained, args.n, args.label, args.shards)
-    images = inference.sample(trained, args.n, args.weights, args.seed, batch)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npz":
-        arrays = {"images": images.permute(0, 2, 3, 1).numpy()}
-        if labels is not None:
-            arrays["labels"] = labels.numpy().astype(np.int64)
-        np.savez_compressed(out, **arrays)
-    else:
-        classes = len(labels.unique()) if labels is not None and args.label is None else 0
-        nrow = classes or max(1, int(len(images) ** 0.5))
-        save_image(images.float() / 255, out, nrow=nrow)
-    print(f"distgan: wrote {len(images)} samples to {out}", file=sys.stderr)
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from safetensors.torch import save_file
-
-    from distgan import inference
-
-    out = Path(args.out)
-    if out.suffix.lower() != ".safetensors":
-        return _fail(f"--out {out}: use a .safetensors file name", 2)
-    trained = inference.load_trained(args.ckpt)
-    names = args.nets.split(",") if args.nets else list(trained.family.inference)
-    tensors, metadata = inference.export_tensors(trained, names, args.weights)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out), metadata=metadata)
-    print(
-        f"distgan: exported {metadata['networks']} ({len(tensors)} tensors) to {out}",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def _apply(args: argparse.Namespace, family: str, convert_with) -> int:
-    """Run ``convert_with(trained)`` over the input files (colorize, translate)."""
-    from distgan import apply, inference
-    from distgan.errors import ConfigError
-
-    trained = inference.load_trained(args.ckpt)
-    if family and trained.cfg.family != family:
-        raise ConfigError(
-            f"--ckpt {args.ckpt} is a '{trained.cfg.family}' model; `distgan {args.command}` "
-            f"takes a '{family}' one"
-        )
-    failed = apply.apply_to_files(args.images, Path(args.out), convert_with(trained), args.command)
-    for line in failed:
-        print(f"distgan: {line}", file=sys.stderr)
-    done = len(args.images) - len(failed)
-    print(f"distgan: wrote {done} images to {args.out}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def cmd_colorize(args: argparse.Namespace) -> int:
-    from distgan import apply
-
-    return _apply(args, "colorize", lambda trained: lambda rgb: apply.colorize(trained, rgb))
-
-
-def cmd_translate(args: argparse.Namespace) -> int:
-    from distgan import apply
-
-    def convert_with(trained):
-        return lambda rgb: apply.translate(trained, rgb, args.direction)
-
-    return _apply(args, "", convert_with)
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from distgan.offline_eval import evaluate_checkpoint, reference_statistics, table
-
-    if args.what == "ref":
-        if not args.shards:
-            return _fail("distgan eval ref: give --shards DIR", 2)
-        path = reference_statistics(
-            args.shards, args.n or 1000, args.extractor or "inception", args.inception, args.ckpt,
-            args.batch_size or 100,
-        )  # fmt: skip
-        if os.environ.get("RANK", "0") == "0":
-            print(f"distgan: cached the reference statistics in {path}", file=sys.stderr)
-        return 0
-    if not args.ckpt:
-        return _fail("distgan eval: give --ckpt (a checkpoint file or run folder)", 2)
-
-    metrics = [m for m in args.metrics.split(",") if m] if args.metrics else None
-    figures, protocol, out = evaluate_checkpoint(
-        args.ckpt, metrics, args.n, args.shards, args.inception, args.batch_size, args.extractor
-    )
-    if os.environ.get("RANK", "0") == "0":
-        if args.json:
-            print(json.dumps({**figures, "protocol": protocol}, indent=1))
-        else:
-            print(table(figures, protocol))
-        print(f"distgan: wrote {out}", file=sys.stderr)
-    return 0
+    return run
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -275,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--shards", default=None, help="input images (families that translate data)")
     p.add_argument("--out", required=True, help=".png grid or .npz uint8 arrays")
-    p.set_defaults(func=cmd_sample)
+    p.set_defaults(func=handler("distgan.trained.sample", "sample_command"))
 
     p = sub.add_parser("export", help="write networks as safetensors")
     p.add_argument("--ckpt", required=True)
@@ -287,20 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="both",
         help="trained weights, EMA copies, or both (default; EMA where the family keeps it)",
     )
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=handler("distgan.trained.export", "export_command"))
 
     p = sub.add_parser("colorize", help="colorize photos with a colorization checkpoint")
     p.add_argument("--ckpt", required=True)
     p.add_argument("images", nargs="+", metavar="IMG", help="image files of any size and mode")
     p.add_argument("--out", required=True, help="folder for OUT/<input stem>.png")
-    p.set_defaults(func=cmd_colorize)
+    p.set_defaults(func=handler("distgan.trained.files", "colorize_command"))
 
     p = sub.add_parser("translate", help="translate images with a pix2pix/CycleGAN checkpoint")
     p.add_argument("--ckpt", required=True)
     p.add_argument("images", nargs="+", metavar="IMG", help="image files of any size and mode")
     p.add_argument("--out", required=True, help="folder for OUT/<input stem>.png")
     p.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
-    p.set_defaults(func=cmd_translate)
+    p.set_defaults(func=handler("distgan.trained.files", "translate_command"))
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: FID, KID, IS, PR, digits")
     p.add_argument("what", nargs="?", choices=["ref"], help="ref: cache --shards' statistics")
@@ -315,11 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None, help="samples (default: the run's eval.n)")
     p.add_argument("--shards", default=None, help="reference shards (default: the run's)")
     p.add_argument("--inception", default=None, help="Inception weights (or $DISTGAN_INCEPTION)")
-    p.add_argument("--batch-size", type=int, default=None, help="per process")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="per process (sets the noise blocks)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=handler("distgan.trained.evaluate", "eval_command"))
 
-    from distgan.latent.commands import add_parser as add_latent_parser
+    from distgan.trained.latent.commands import add_parser as add_latent_parser
 
     add_latent_parser(sub)
 

@@ -1,5 +1,6 @@
-"""FID/KID/PR of fixed images on 1 or N processes (tests only): sample i of N_IMAGES goes to
-rank i mod world, as the engine's held-out stream deals them; prints the figures as JSON.
+"""FID/KID/PR of fixed images on 1 or N processes (tests only): blocks of BLOCK samples go to the
+ranks in turn, each with its samples' places, as the evaluation protocol deals held-out samples
+(distgan/evaluation/protocol.py); prints the figures as JSON.
 
     python tests/eval_ranks_check.py OUT.json              (1 process)
     accelerate launch --config_file launch/cpu-2proc.yaml tests/eval_ranks_check.py OUT.json
@@ -19,7 +20,8 @@ from distgan.evaluation.base import all_reduce_sum
 from distgan.families import build_family
 from distgan.recipe import load_recipe
 
-N_IMAGES = 601  # odd (the ranks hold 301 and 300), more than the 512 features
+N_IMAGES = 601  # odd (the ranks hold 320 and 281), more than the 512 features
+BLOCK = 64
 
 
 def images(kind: str) -> torch.Tensor:
@@ -34,9 +36,11 @@ def main(out: str) -> None:
     family = build_family(cfg, {"": DatasetInfo(16, 3, [], N_IMAGES)})
     (evaluator,) = build_evaluators(cfg, family, torch.device("cpu"))
     rank, world = state.process_index, state.num_processes
-    real, fake = images("real")[rank::world], images("fake")[rank::world]
-    for start in range(0, len(real), 64):  # several batches per rank
-        evaluator.update(fake[start : start + 64], real[start : start + 64], {})
+    real, fake = images("real"), images("fake")
+    for start in range(rank * BLOCK, N_IMAGES, world * BLOCK):  # several batches per rank
+        block = slice(start, start + BLOCK)
+        index = torch.arange(N_IMAGES)[block]
+        evaluator.update(fake[block], real[block], {"index": index})
     figures = evaluator.finish(all_reduce_sum)
     if state.is_main_process:
         with open(out, "w") as f:

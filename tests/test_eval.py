@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import (
     ROOT,
+    SHARDS,
     STEPS,
     TINY,
     assert_bit_identical,
@@ -60,6 +61,34 @@ def test_kid_of_one_distribution_is_zero_within_its_std_and_is_of_uniform_logits
     assert score["inception_score_mean"] == pytest.approx(1.0, abs=1e-12)
 
 
+def test_held_out_blocks_and_their_noise_do_not_depend_on_the_number_of_processes() -> None:
+    """The protocol deals blocks of eval.batch_size samples to the ranks in turn; each block's
+    noise generator depends on train.seed and the block alone."""
+    from distgan.evaluation import protocol
+    from distgan.recipe import load_recipe
+
+    cfg = load_recipe("digits-cdcgan", [f"data.shards={SHARDS}", "eval.batch_size=7"])
+    cpu = torch.device("cpu")
+
+    def blocks(world: int) -> dict[int, tuple[list[int], torch.Tensor]]:
+        dealt = {}
+        for rank in range(world):
+            for batch in protocol.held_out(cfg, 40, 7, rank, world):
+                noise = torch.randn(3, generator=protocol.noise(cfg, batch, cpu))
+                dealt[int(batch["index"][0])] = (batch["index"].tolist(), noise, batch["key"])
+        return dealt
+
+    one = blocks(1)
+    assert [i for first in sorted(one) for i in one[first][0]] == list(range(40))
+    for world in (2, 3):
+        other = blocks(world)
+        assert other.keys() == one.keys()
+        for first, (places, noise, keys) in other.items():
+            assert places == one[first][0] and keys == one[first][2]
+            assert torch.equal(noise, one[first][1])
+    assert not torch.equal(one[0][1], one[7][1])
+
+
 @pytest.mark.slow
 def test_two_processes_give_the_figures_of_one(tmp_path: Path) -> None:
     script = str(ROOT / "tests" / "eval_ranks_check.py")
@@ -100,9 +129,12 @@ def test_missing_or_wrong_inception_weights_are_one_line(
 
 
 @pytest.mark.slow
-def test_distgan_eval_reproduces_the_logged_figures(trained, tmp_path: Path) -> None:
+def test_distgan_eval_reproduces_the_logged_figures(
+    trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The tiny digits-cdcgan of the shared 2-process launch evaluated itself at its last step
-    (the recipe's `digits` metric); `distgan eval` on 2 processes gives the same numbers."""
+    (the recipe's `digits` metric); `distgan eval` on 2 processes gives the same numbers, and on
+    1 process too: each held-out sample's noise depends on the seed and its place, not the rank."""
     run_dir = trained[0] / "digits-cdcgan"
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in rows if "eval/digits_accuracy" in r][-1]
@@ -112,8 +144,15 @@ def test_distgan_eval_reproduces_the_logged_figures(trained, tmp_path: Path) -> 
     assert figures["digits_accuracy"] == logged["eval/digits_accuracy"]
     assert figures["digits_fd"] == logged["eval/digits_fd"]
     assert figures["protocol"]["processes"] == 2 and figures["protocol"]["n"] == 1000
+    assert "train.seed" in figures["protocol"]["seeding"]
     written = json.loads((run_dir / "eval" / f"step-{STEPS:08d}.json").read_text())
     assert written["figures"]["digits_fd"] == figures["digits_fd"]
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(run_dir), "--json"]) == 0  # 1 process, in this one
+    single = json.loads(capsys.readouterr().out)
+    assert single["protocol"]["processes"] == 1
+    for key in ("digits_accuracy", "digits_fd"):
+        assert single[key] == pytest.approx(figures[key], rel=1e-7, abs=1e-12), key
     assert (run_dir / "checkpoints" / "best.pt").is_file()
     code = main(["eval", "--ckpt", str(run_dir), "--metrics", "fid", "--inception", "/absent"])
     assert code == 2

@@ -16,8 +16,8 @@ from conftest import SHARDS, STEPS, launch_cmd, run
 import distgan
 from distgan.cli import main
 from distgan.errors import ConfigError
-from distgan.latent import space
 from distgan.models.eigengan import EigenGenerator, Subspace
+from distgan.trained.latent import space
 
 
 def ckpt(trained, name: str) -> str:

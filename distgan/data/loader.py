@@ -17,7 +17,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from distgan.data.stream import DatasetInfo, ShardStream
-from distgan.data.transforms import Transforms
 from distgan.errors import ConfigError, ShardError
 
 log = logging.getLogger("distgan.data")
@@ -214,8 +213,3 @@ class TrainingData:
     def close(self) -> None:
         for loader in self.loaders.values():
             loader.close()
-
-
-def held_out_transforms(transforms: Transforms) -> Transforms:
-    """The colour conversion of ``transforms`` without the random crop and flip."""
-    return Transforms(grayscale=transforms.grayscale, lab=transforms.lab)

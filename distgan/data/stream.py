@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import logging
 import random
@@ -372,11 +373,10 @@ def held_out_batches(
     world_size: int = 1,
     transforms: Transforms | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The first ``n`` samples of a shard folder in a fixed order (seeded shuffle of epoch 0, the
-    same for any number of ranks), rank ``r`` taking samples ``i ≡ r (mod world_size)``: every
-    sample once over all ranks, the same ones at every call (evaluation, previews). Reads in
-    the calling process, with its own random streams: the training stream is not touched.
-    A sample that cannot be decoded is skipped (logged)."""
+    """The first ``n`` samples of a shard folder in a fixed order (seeded shuffle of epoch 0),
+    dealt in blocks of ``batch_size``: rank ``r`` takes blocks ``b ≡ r (mod world_size)``, one
+    batch each, ``index`` (long[B]) their places in that order. Read here, with random streams of
+    its own (the training stream is untouched); an undecodable sample is skipped (logged)."""
     stream = ShardStream(
         shard_dir,
         batch_size=batch_size,
@@ -384,17 +384,11 @@ def held_out_batches(
         shuffle_buffer=min(n, 1000),
         transforms=transforms,
     )
-    pending: list[dict[str, Any]] = []
-    for index, raw in enumerate(stream.epoch_samples(0, 0)):
-        if index >= n:
-            break
-        if index % world_size != rank:
+    samples = enumerate(itertools.islice(stream.epoch_samples(0, 0), n))
+    for block, raws in itertools.groupby(samples, key=lambda pair: pair[0] // batch_size):
+        if block % world_size != rank:
             continue
-        item = stream.decode(raw, 0)
-        if item is not None:
-            pending.append(item)
-        if len(pending) == batch_size:
-            yield stream.collate(pending)
-            pending = []
-    if pending:
-        yield stream.collate(pending)
+        taken = [(i, item) for i, raw in raws if (item := stream.decode(raw, 0)) is not None]
+        if taken:
+            batch = stream.collate([item for _, item in taken])
+            yield {**batch, "index": torch.tensor([i for i, _ in taken], dtype=torch.long)}

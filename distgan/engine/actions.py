@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from typing import Any
 
 import torch
 
-from distgan.data.loader import held_out_transforms
 from distgan.data.shards import read_manifest
-from distgan.data.stream import held_out_batches
 from distgan.engine import checkpoint
-from distgan.engine.build import Run, evaluating, to_device, transforms_of
+from distgan.engine.build import Run, evaluating, to_device
 from distgan.engine.reporting import RunLogger
 from distgan.engine.runtime import broadcast_buffers
 from distgan.errors import TrainingDiverged
-from distgan.evaluation import build_evaluators, evaluate
+from distgan.evaluation import build_evaluators, protocol
+from distgan.families.base import Batch
 
 log = logging.getLogger("distgan")
 
@@ -64,37 +61,10 @@ class LogScalars:
         self.sums, self.counts = {}, {}
 
 
-def held_out(run: Run, n: int, batch_size: int, rank: int, world: int) -> Iterator[dict[str, Any]]:
-    """Batches of the first ``n`` held-out samples (``eval.shards``, else ``data.shards``) that
-    ``rank`` of ``world`` takes, on the device (``{name: batch}`` for named streams)."""
-    return held_out_of(run.cfg, run.device, run.settings, n, batch_size, rank, world)
-
-
-def evaluation_seed(cfg, rank: int) -> int:
-    """The seed of a rank's evaluation noise: never the training noise's seed."""
-    return cfg.train.seed * 7919 + rank + 104_729
-
-
-def held_out_of(
-    cfg, device: torch.device, settings, n: int, batch_size: int, rank: int, world: int
-) -> Iterator[dict[str, Any]]:
-    shards = cfg.eval.shards or cfg.data.shards
-    folders = shards if isinstance(shards, dict) else {"": shards}
-    streams = {
-        name: held_out_batches(
-            folder,
-            n=n,
-            batch_size=batch_size,
-            seed=cfg.train.seed,
-            rank=rank,
-            world_size=world,
-            transforms=held_out_transforms(transforms_of(cfg)),
-        )
-        for name, folder in folders.items()
-    }
-    for batches in zip(*streams.values(), strict=False):
-        batch = dict(zip(streams, batches, strict=True))
-        yield settings.batch(to_device(batch if isinstance(shards, dict) else batch[""], device))
+def held_out(run: Run, n: int) -> Batch:
+    """The first ``n`` held-out samples as one batch on the device (previews)."""
+    batch = next(protocol.held_out(run.cfg, n, n))
+    return run.settings.batch(to_device(batch, run.device))
 
 
 class Preview:
@@ -107,7 +77,7 @@ class Preview:
         self.batch = None
         if run.is_main and "preview_batch" in run.family.needs:
             n = run.cfg.log.samples_per_class
-            self.batch = next(held_out(run, n, n, rank=0, world=1))
+            self.batch = held_out(run, n)
 
     def after_step(self, run: Run, logged: dict[str, torch.Tensor]) -> None:
         if not (run.is_main and due(run.step, run.cfg.log.sample_every, run.cfg.train.steps)):
@@ -128,13 +98,14 @@ class SaveCheckpoint:
 
 class Evaluate:
     """Every ``eval.every`` steps and at the end, on every rank: the ``eval.metrics``
-    evaluators on ``eval.n`` held-out samples, with a generator of their own."""
+    evaluators on ``eval.n`` held-out samples, under the evaluation protocol
+    (distgan/evaluation/protocol.py: its samples, and noise of its own)."""
 
     def __init__(self, run: Run, reporter: RunLogger) -> None:
         self.reporter = reporter
         self.best = BestCheckpoint(run)
         if run.cfg.eval.every:  # missing held-out shards or weights fail now, not later
-            shards = run.cfg.eval.shards or run.cfg.data.shards
+            shards = protocol.shards_of(run.cfg)
             for folder in shards.values() if isinstance(shards, dict) else [shards]:
                 read_manifest(folder)
             build_evaluators(run.cfg, run.family, run.device)
@@ -143,17 +114,19 @@ class Evaluate:
         cfg = run.cfg
         if not (cfg.eval.every and due(run.step, cfg.eval.every, cfg.train.steps)):
             return
-        seed = evaluation_seed(cfg, run.rank)
         outputs = run.inference_nets()
         broadcast_buffers([outputs.raw(name) for name in outputs])  # the checkpoint's statistics
         with evaluating(outputs) as nets:
-            values = evaluate(
+            values = protocol.run(
+                cfg,
                 build_evaluators(cfg, run.family, run.device),
                 run.family,
                 nets,
-                held_out(run, cfg.eval.n, cfg.eval.batch_size, run.rank, run.world),
-                torch.Generator(run.device).manual_seed(seed),
-                run.precision.autocast,
+                run.device,
+                run.rank,
+                run.world,
+                prepare=lambda batch: run.settings.batch(to_device(batch, run.device)),
+                autocast=run.precision.autocast,
             )
         self.reporter.record(run.step, values)
         self.best.update(run, values)

@@ -1,7 +1,7 @@
 """What the feature-space evaluators share: images → uint8, Fréchet statistics accumulated as
 (n, Σx, Σxxᵀ) in float64 and summed over the ranks (no sample lost or counted twice for any N),
-and features gathered from every rank back into the held-out order (sample i of the first N is
-on rank i mod world), so figures that subsample (KID, IS) are the same for any number of ranks.
+and features gathered from every rank back into the held-out order (each batch carries its
+samples' places), so figures that subsample (KID, IS) are the same for any number of ranks.
 The metric maths are torch-fidelity's."""
 
 from __future__ import annotations
@@ -52,24 +52,29 @@ def frechet_distance(a: dict, b: dict) -> float:
     return fid_statistics_to_metric(a, b, verbose=False)["frechet_inception_distance"]
 
 
-def gather_in_order(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
-    """This rank's rows (held-out samples rank, rank + world, …) from every rank, interleaved
-    back into the held-out order, on the CPU."""
-    mine = torch.cat(parts) if parts else torch.zeros(0, dim, dtype=torch.float64)
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return mine.cpu()
+def gather_in_order(
+    parts: list[torch.Tensor], places: list[torch.Tensor], dim: int
+) -> torch.Tensor:
+    """This rank's rows, and their ``places`` in the held-out order (each batch's ``index``),
+    from every rank, sorted back into the held-out order, on the CPU (float64)."""
+    rows = torch.cat(parts).double() if parts else torch.zeros(0, dim, dtype=torch.float64)
+    where = torch.cat(places).double() if places else torch.zeros(0, dtype=torch.float64)
+    mine = torch.cat([where.to(rows.device)[:, None], rows], 1)  # (exact below 2**53)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        mine = _all_gather_rows(mine)
+    return mine[mine[:, 0].argsort()][:, 1:].cpu()
+
+
+def _all_gather_rows(mine: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows (any number each), concatenated."""
     world = torch.distributed.get_world_size()
     device = torch.device("cpu") if torch.distributed.get_backend() == "gloo" else mine.device
     count = torch.tensor([mine.shape[0]], device=device)
     counts = [torch.zeros_like(count) for _ in range(world)]
     torch.distributed.all_gather(counts, count)
     most = int(max(c.item() for c in counts))
-    padded = torch.zeros(most, dim, dtype=torch.float64, device=device)
+    padded = torch.zeros(most, mine.shape[1], dtype=torch.float64, device=device)
     padded[: mine.shape[0]] = mine.to(device)
     gathered = [torch.zeros_like(padded) for _ in range(world)]
     torch.distributed.all_gather(gathered, padded)
-    total = sum(int(c.item()) for c in counts)
-    out = torch.zeros(total, dim, dtype=torch.float64)
-    for rank, (rows, c) in enumerate(zip(gathered, counts, strict=True)):
-        out[rank::world] = rows[: int(c.item())].cpu()
-    return out
+    return torch.cat([rows[: int(c.item())] for rows, c in zip(gathered, counts, strict=True)])

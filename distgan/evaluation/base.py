@@ -7,7 +7,7 @@ turns them into figures named ``eval/…`` (``finish``), the same on every rank.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 
 import torch
@@ -46,14 +46,14 @@ def evaluate(
     evaluators: list[Evaluator],
     family: Family,
     nets: Nets,
-    batches: Iterator[Batch],
-    generator: torch.Generator,
+    batches: Iterable[tuple[Batch, torch.Generator]],
     autocast: Callable[[], AbstractContextManager],
     reduce: Callable[[torch.Tensor], torch.Tensor] = all_reduce_sum,
 ) -> dict[str, float]:
-    """Sample once per held-out batch (``nets`` in eval mode, no grad) and feed every evaluator;
-    every rank must call it (the evaluators' reductions are collectives)."""
-    for batch in batches:
+    """Sample once per held-out batch, from the generator that comes with it (``nets`` in eval
+    mode, no grad), and feed every evaluator; every rank must call it (the evaluators'
+    reductions are collectives). :func:`distgan.evaluation.protocol.run` supplies the batches."""
+    for batch, generator in batches:
         references = family.reference(batch).float()
         with autocast():
             outputs = family.sample(nets, references.shape[0], generator, batch)

@@ -20,6 +20,7 @@ import torch
 
 from distgan.errors import ConfigError
 from distgan.evaluation import _reference as reference
+from distgan.evaluation import protocol
 from distgan.evaluation._features import FrechetSums, frechet_distance, gather_in_order, to_uint8
 from distgan.evaluation.base import Evaluator
 from distgan.families.base import Batch
@@ -27,6 +28,49 @@ from distgan.features import get_extractor
 
 METRICS = ("fid", "kid", "is", "pr")
 SEED = 2020  # torch-fidelity's default for KID subsets and the IS shuffle
+
+
+class Reference:
+    """The real images' side: their Fréchet sums and (KID/PR) features in held-out order, read
+    from the cache next to the shards (``read_cache``) or computed from this pass, then cached."""
+
+    def __init__(self, cfg, extractor, keep_features: bool, read_cache: bool = True) -> None:
+        self.extractor, self.keep_features = extractor, keep_features
+        self.sums = FrechetSums(extractor.dim, extractor.device)  # (a rank may get no sample)
+        self.features, self.places = [], []
+        self.cache_file, self.cached = None, None
+        shards = protocol.shards_of(cfg)
+        if isinstance(shards, str):  # (named streams: no cache)
+            self.cache_file = reference.cache_path(shards, extractor, cfg, cfg.eval.n)
+        if self.cache_file is not None and read_cache:
+            self.cached = reference.load(self.cache_file, keep_features)
+        if not all_ranks(self.cached is not None):  # (ranks on machines that do not share it)
+            self.cached = None
+
+    def add(self, references: torch.Tensor, places: torch.Tensor) -> None:
+        """The real images of a held-out batch (``places``: the batch's ``index``)."""
+        real = self.extractor(to_uint8(references))["features"]
+        self.sums.add(real)
+        if self.keep_features:
+            self.features.append(real.cpu())
+            self.places.append(places.cpu())
+
+    def statistics(self, reduce: Callable) -> tuple[dict, torch.Tensor | None]:
+        """The Fréchet statistics and (KID/PR) features over all ranks: from the cache, else from
+        this pass, then cached (rank 0)."""
+        if self.cached is not None:
+            sums = FrechetSums.from_sums(self.cached["sums"])
+            features = self.cached.get("features")
+            return sums.statistics(lambda t: t), (
+                torch.from_numpy(features) if features is not None else None
+            )
+        dim = self.sums.dim
+        features = gather_in_order(self.features, self.places, dim) if self.keep_features else None
+        reduced = FrechetSums.from_sums(reduce(self.sums.sums.clone()).cpu().numpy())
+        if self.cache_file is not None and is_main_process():
+            arrays = features.numpy() if features is not None else None
+            reference.save(self.cache_file, reduced.sums.numpy(), arrays)
+        return reduced.statistics(lambda t: t), features
 
 
 class Fidelity(Evaluator):
@@ -38,64 +82,33 @@ class Fidelity(Evaluator):
         if "is" in metrics and not self.extractor.has_logits:
             raise ConfigError("eval.metrics 'is' needs eval.extractor=inception (class logits)")
         self.keep_features = "kid" in metrics or "pr" in metrics
-        self.fake_sums: FrechetSums | None = None
-        self.real_sums: FrechetSums | None = None
-        self.fake, self.real, self.logits = [], [], []
-        self.cache_file, self.cached = None, None
-        shards = e.shards or cfg.data.shards
-        if isinstance(shards, str):  # (named streams: no cache)
-            self.cache_file = reference.cache_path(shards, self.extractor, cfg, e.n)
-        if self.cache_file is not None:
-            self.cached = reference.load(self.cache_file, self.keep_features)
-        if not all_ranks(self.cached is not None):  # (ranks on machines that do not share it)
-            self.cached = None
+        self.real = Reference(cfg, self.extractor, self.keep_features)
+        self.fake_sums = FrechetSums(self.extractor.dim, device)  # (a rank may get no sample)
+        self.fake, self.logits, self.places = [], [], []  # places: rows' held-out order
 
     def update(self, outputs: torch.Tensor, references: torch.Tensor, batch: Batch) -> None:
         fake = self.extractor(to_uint8(outputs))
-        self.fake_sums = self.fake_sums or FrechetSums(fake["features"].shape[1], self.device)
         self.fake_sums.add(fake["features"])
+        places = protocol.sample_indices(batch).cpu()
+        self.places.append(places)
         if self.keep_features:
             self.fake.append(fake["features"].cpu())
         if "is" in self.metrics:
             self.logits.append(fake["logits"].cpu())
-        if self.cached is None:
-            self.add_reference(references)
-
-    def add_reference(self, references: torch.Tensor) -> None:
-        real = self.extractor(to_uint8(references))["features"]
-        self.real_sums = self.real_sums or FrechetSums(real.shape[1], self.device)
-        self.real_sums.add(real)
-        if self.keep_features:
-            self.real.append(real.cpu())
-
-    def reference(self, reduce: Callable) -> tuple[dict, torch.Tensor | None]:
-        """The real images' Fréchet statistics and (KID/PR) features: from the cache, else
-        from this pass over all ranks, then cached (rank 0)."""
-        if self.cached is not None:
-            sums = FrechetSums.from_sums(self.cached["sums"])
-            features = self.cached.get("features")
-            return sums.statistics(lambda t: t), (
-                torch.from_numpy(features) if features is not None else None
-            )
-        dim = self.real_sums.dim
-        features = gather_in_order(self.real, dim) if self.keep_features else None
-        reduced = FrechetSums.from_sums(reduce(self.real_sums.sums.clone()).cpu().numpy())
-        if self.cache_file is not None and is_main_process():
-            arrays = features.numpy() if features is not None else None
-            reference.save(self.cache_file, reduced.sums.numpy(), arrays)
-        return reduced.statistics(lambda t: t), features
+        if self.real.cached is None:
+            self.real.add(references, places)
 
     def finish(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
         from torch_fidelity.metric_isc import isc_features_to_metric
         from torch_fidelity.metric_kid import kid_features_to_metric
         from torch_fidelity.metric_prc import prc_features_to_metric
 
-        real_stats, real = self.reference(reduce)
+        real_stats, real = self.real.statistics(reduce)
         out: dict[str, float] = {}
         if "fid" in self.metrics:
             out["eval/fid"] = frechet_distance(self.fake_sums.statistics(reduce), real_stats)
         if self.keep_features:
-            fake = gather_in_order(self.fake, self.fake_sums.dim)
+            fake = gather_in_order(self.fake, self.places, self.fake_sums.dim)
             if "kid" in self.metrics:
                 size = min(1000, len(fake), len(real))
                 kid = kid_features_to_metric(
@@ -107,7 +120,7 @@ class Fidelity(Evaluator):
                 pr = prc_features_to_metric(fake, real, verbose=False, save_cpu_ram=True)
                 out["eval/precision"], out["eval/recall"] = pr["precision"], pr["recall"]
         if "is" in self.metrics:
-            logits = gather_in_order(self.logits, self.logits[0].shape[1])
+            logits = gather_in_order(self.logits, self.places, self.extractor.logits)
             score = isc_features_to_metric(logits, splits=10, shuffle=True, rng_seed=SEED)
             out["eval/is"] = score["inception_score_mean"]
             out["eval/is_std"] = score["inception_score_std"]

@@ -42,7 +42,9 @@ class Extractor:
     name: str
     sha256: str
     resize: str  # how images reach the network's input size
+    dim: int  # features per image
     has_logits: bool = False
+    logits: int = 0  # class logits per image, where it has them
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """uint8 [N, C, H, W] → {"features": float64 [N, D]} (+ "logits")."""
@@ -58,6 +60,7 @@ def _signed(images: torch.Tensor) -> torch.Tensor:
 
 class DigitsExtractor(Extractor):
     name, resize, has_logits = "digits", "none (32×32 gray digits)", True
+    dim, logits = 128, 10
 
     def __init__(self, device: torch.device) -> None:
         from distgan.features.digits import load_classifier
@@ -79,7 +82,7 @@ class DigitsExtractor(Extractor):
 class RandomExtractor(Extractor):
     """Four stride-2 3×3 convs (64 → 512 channels) with ReLU, then a global average pool."""
 
-    name, resize = "random", "none (native resolution)"
+    name, resize, dim = "random", "none (native resolution)", 512
 
     def __init__(self, device: torch.device, channels: int, seed: int = 0) -> None:
         layers: list[nn.Module] = []
@@ -130,6 +133,7 @@ def inception_path(given: str | None) -> Path:
 
 class InceptionExtractor(Extractor):
     name, resize, has_logits = "inception", "TF-compatible bilinear to 299×299", True
+    dim, logits = 2048, 1008
 
     def __init__(self, device: torch.device, weights: str | None) -> None:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3

@@ -1,6 +1,8 @@
 """``distgan latent interpolate|attribute|arithmetic|traverse|histogram|tsne``: PNG figures
-(and .npz arrays) from a checkpoint or a run folder, built on the Python API (distgan/model.py).
-With ``--wandb`` each figure is also logged to the run's W&B run (offline unless logged in)."""
+(and .npz arrays) from a checkpoint or a run folder, built on the Python API
+(distgan/trained/model.py); real images are read in the evaluation protocol's held-out order
+(distgan/evaluation/protocol.py). With ``--wandb`` each figure is also logged to the run's W&B
+run (offline unless logged in)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import numpy as np
 import torch
 
 from distgan.errors import ConfigError
-from distgan.latent import figures, space
-from distgan.model import Model, load
+from distgan.evaluation import protocol
+from distgan.trained.latent import figures, space
+from distgan.trained.model import Model, load
 
 
 def _ints(text: str) -> list[int]:
@@ -39,7 +42,7 @@ def add_parser(sub) -> None:
         return t
 
     def shards(t: argparse.ArgumentParser, n: int | None) -> None:
-        t.add_argument("--shards", default=None, help="shard folder (default: data.shards)")
+        t.add_argument("--shards", default=None, help="shard folder (default: the run's)")
         t.add_argument("--n", type=int, default=n, help=f"images to read ({n or 'all'})")
 
     t = tool("interpolate", "lerp/slerp strips between two seeds or encoded images", ".png/.npz")
@@ -82,30 +85,23 @@ def _model(args: argparse.Namespace) -> Model:
 
 
 class Shards:
-    """``--shards`` (default: the run's data) read as the run's held-out stream reads it."""
+    """``--shards`` (default: the run's ``eval.shards``, else ``data.shards``) read in the
+    evaluation protocol's held-out order, with the run's transforms and seed."""
 
     def __init__(self, model: Model, args) -> None:
-        from distgan.data.loader import held_out_transforms
         from distgan.data.shards import read_manifest
         from distgan.data.stream import dataset_info
-        from distgan.engine.build import transforms_of
 
-        self.folder = args.shards or model.cfg.data.shards
+        self.cfg = model.cfg
+        self.folder = protocol.shards_of(model.cfg, args.shards)
         if isinstance(self.folder, dict):
             raise ConfigError("give --shards: this run reads several shard folders")
-        self.transforms = held_out_transforms(transforms_of(model.cfg))
-        self.info = dataset_info(read_manifest(self.folder), self.transforms)
+        self.info = dataset_info(read_manifest(self.folder), protocol.transforms_of(model.cfg))
 
     def batches(self, n: int | None) -> list[dict]:
         """The first ``n`` (default: all) held-out samples, in batches of 256."""
-        from distgan.data.stream import held_out_batches
-
         count = min(n or self.info.total, self.info.total)
-        return list(
-            held_out_batches(
-                self.folder, n=count, batch_size=256, seed=0, transforms=self.transforms
-            )
-        )
+        return list(protocol.held_out(self.cfg, count, 256, shards=self.folder))
 
     @staticmethod
     def images(batches: list[dict]) -> torch.Tensor:
@@ -326,7 +322,7 @@ def _log_to_wandb(model: Model, tool: str, paths: list[Path]) -> None:
 
     run = wandb.init(
         project=model.cfg.log.project,
-        id=model.trained.state.get("wandb_id"),
+        id=model.state.get("wandb_id"),
         resume="allow",
         dir=str(model.cfg.run_dir),
         mode=mode,

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from PIL import Image, ImageOps
 
 from distgan.data.transforms import lab_to_rgb, rgb_to_lab
 from distgan.errors import ConfigError
-from distgan.inference import Trained
+from distgan.trained.model import Model, load
 
 
 def read_rgb(path: Path) -> torch.Tensor:
@@ -76,28 +78,25 @@ def fit_gamut(L: torch.Tensor, ab: torch.Tensor, steps: int = 14) -> torch.Tenso
 
 
 @torch.no_grad()
-def colorize(trained: Trained, rgb: torch.Tensor) -> torch.Tensor:
+def colorize(model: Model, rgb: torch.Tensor) -> torch.Tensor:
     """The colorized sRGB [3, H, W] of an image (only its L* is used)."""
-    G = trained.nets(trained.weights_choice(None, ("G",))).G
-    device = next(G.parameters()).device
+    G = model.nets.G
     L = rgb_to_lab(rgb[None])[:, :1]  # [1, 1, H, W], 0 … 100, float64
-    res = trained.family.data.resolution
-    small = _resize((L / 50 - 1).float(), (res, res)).to(device)
+    res = model.family.data.resolution
+    small = _resize((L / 50 - 1).float(), (res, res)).to(model.device)
     ab = _resize(G(small).float().cpu(), tuple(rgb.shape[-2:])).double() * 110
     return fit_gamut(L, ab)[0]
 
 
 @torch.no_grad()
-def translate(trained: Trained, rgb: torch.Tensor, direction: str) -> torch.Tensor:
+def translate(model: Model, rgb: torch.Tensor, direction: str) -> torch.Tensor:
     """The translated sRGB [3, H, W] of an image."""
-    nets = trained.nets(trained.weights_choice(None, trained.family.inference))
-    device = next(nets[trained.family.inference[0]].parameters()).device
-    res, channels = trained.family.data.resolution, trained.family.data.channels
+    res, channels = model.family.data.resolution, model.family.data.channels
     x = rgb[None].float()
     if channels == 1:
         x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
     x = _resize(x, (res, res)) * 2 - 1
-    y = trained.family.translate(nets, x.to(device), direction).float().cpu()
+    y = model.family.translate(model.nets, x.to(model.device), direction).float().cpu()
     y = _resize((y + 1) / 2, tuple(rgb.shape[-2:])).clamp(0, 1)[0]
     return y.expand(3, -1, -1) if y.shape[0] == 1 else y
 
@@ -127,3 +126,34 @@ def apply_to_files(
                 continue
             write_rgb(convert(rgb), out_dir / f"{path.stem}.png")
     return failed
+
+
+def _apply_command(args: argparse.Namespace, family: str, convert_with) -> int:
+    """Run ``convert_with(model)`` over the input files (colorize, translate); exit 1 if a file
+    failed."""
+    model = load(args.ckpt)
+    if family and model.cfg.family != family:
+        raise ConfigError(
+            f"--ckpt {args.ckpt} is a '{model.cfg.family}' model; `distgan {args.command}` "
+            f"takes a '{family}' one"
+        )
+    failed = apply_to_files(args.images, Path(args.out), convert_with(model), args.command)
+    for line in failed:
+        print(f"distgan: {line}", file=sys.stderr)
+    done = len(args.images) - len(failed)
+    print(f"distgan: wrote {done} images to {args.out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def colorize_command(args: argparse.Namespace) -> int:
+    """``distgan colorize --ckpt C IMG … --out DIR`` (a colorize model)."""
+    return _apply_command(args, "colorize", lambda model: lambda rgb: colorize(model, rgb))
+
+
+def translate_command(args: argparse.Namespace) -> int:
+    """``distgan translate --ckpt C IMG … --out DIR [--direction AtoB|BtoA]``."""
+
+    def convert_with(model: Model) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda rgb: translate(model, rgb, args.direction)
+
+    return _apply_command(args, "", convert_with)
