@@ -1,9 +1,15 @@
 """Device placement, checked on a CPU-only machine: under ``FakeTensorMode`` tensors made on
 ``cuda`` are fake (no GPU needed) and any op that mixes them with CPU tensors raises, as it would
 on a real GPU. The colour transforms, the image pools after a resume (checkpoints load on the
-CPU) and every family's previews and samples run with their inputs on the fake GPU."""
+CPU) and every family's previews and samples run with their inputs on the fake GPU. Then the
+GPU settings that need no GPU to check: precision=auto on GPUs that only emulate bf16, compile off
+by default and its fallback, unusable GPUs refused, deterministic kernels, a noise stream saved
+on another device type."""
 
 from __future__ import annotations
+
+import logging
+import os
 
 import pytest
 import torch
@@ -13,9 +19,12 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from distgan.bench._common import synthetic_batch
 from distgan.data.stream import DatasetInfo
 from distgan.data.transforms import Transforms, lab_to_rgb, rgb_to_lab
+from distgan.engine import checkpoint, runtime
+from distgan.errors import LaunchError
 from distgan.families import build_family
 from distgan.families._image_pool import ImagePool
 from distgan.families.base import Nets
+from distgan.families.context import StepContext
 from distgan.recipe import load_recipe
 
 GPU = torch.device("cuda")
@@ -78,3 +87,75 @@ def test_previews_and_samples_of_every_family_on_a_gpu(name: str, fake_gpu) -> N
         images, _ = family.preview(nets, batch, generator)
         samples = family.sample(nets, 2, generator, batch)
     assert images.device.type == samples.device.type == "cuda"
+
+
+# ----------------------------------------------------------------------------- GPU settings
+
+
+def test_auto_precision_is_fp16_where_a_gpu_only_emulates_bf16(monkeypatch) -> None:
+    """V100/T4: ``is_bf16_supported()`` is true through emulation, which is slow there."""
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+    )
+    assert runtime.resolve_precision("auto", GPU) == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert runtime.resolve_precision("auto", GPU) == "bf16"
+
+
+def test_compile_is_off_unless_asked_and_a_failing_compile_runs_eagerly(caplog) -> None:
+    cfg = load_recipe("digits-cdcgan", ["train.precision=no"])
+    assert not runtime.resolve_settings(cfg, GPU).compile
+    asked = load_recipe("digits-cdcgan", ["train.precision=no", "train.compile=true"])
+    assert runtime.resolve_settings(asked, GPU).compile
+
+    def broken_backend(graph, inputs):
+        raise RuntimeError("no compiler on this node")
+
+    ctx = StepContext(torch.device("cpu"), torch.Generator(), compile_backend=broken_backend)
+    layer = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    with caplog.at_level(logging.WARNING, logger="distgan"):
+        out = ctx.compiled(layer)(x)
+        again = ctx.compiled(layer)(x)
+    assert torch.equal(out, layer(x)) and torch.equal(again, out)
+    assert [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    assert len([r for r in caplog.records if "torch.compile failed" in r.getMessage()]) == 1
+
+
+def test_gpus_that_cannot_be_used_are_refused_in_one_line(monkeypatch) -> None:
+    monkeypatch.setattr(
+        runtime, "gpus_present", lambda: True
+    )  # e.g. a driver too old for the wheel
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    cfg = load_recipe("digits-cdcgan")
+    with pytest.raises(LaunchError, match=r"cannot use them .* train.device=cpu"):
+        runtime.check_gpus_usable(cfg)
+    runtime.check_gpus_usable(load_recipe("digits-cdcgan", ["train.device=cpu"]))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_deterministic_kernels_on_request() -> None:
+    before = torch.are_deterministic_algorithms_enabled(), torch.get_float32_matmul_precision()
+    try:
+        runtime.configure_gpu_kernels(deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark and os.environ["CUBLAS_WORKSPACE_CONFIG"]
+        runtime.configure_gpu_kernels(deterministic=False)
+        assert torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.set_float32_matmul_precision(before[1])
+        torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = False
+
+
+def test_a_noise_state_of_another_device_type_reseeds_the_generator(caplog) -> None:
+    """A CPU checkpoint resumed on a GPU: its mt19937 state does not fit a CUDA generator (here
+    the other way round: a 16-byte Philox state into a CPU generator)."""
+    state = checkpoint.capture_rng(torch.Generator().manual_seed(1))
+    state["noise"] = torch.arange(16, dtype=torch.uint8)
+    first, second = torch.Generator(), torch.Generator()
+    with caplog.at_level(logging.WARNING, logger="distgan"):
+        checkpoint.restore_rng(state, first)
+        checkpoint.restore_rng(state, second)
+    assert torch.equal(torch.rand(5, generator=first), torch.rand(5, generator=second))
+    assert "noise continues from a seed" in caplog.text

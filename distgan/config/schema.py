@@ -129,7 +129,19 @@ class TrainConfig(_Section):
         50, ge=1, description="fp16: stop after this many optimizer steps in a row were skipped"
     )
     compile: bool | Literal["auto"] = Field(
-        "auto", description="torch.compile the networks' passes (auto: on CUDA)"
+        "auto",
+        description="torch.compile the networks' plain passes (auto: off until a GPU run has "
+        "shown it works and pays; a pass that fails to compile falls back to eager)",
+    )
+    deterministic: bool = Field(
+        False,
+        description="deterministic GPU kernels (cuDNN, cuBLAS, use_deterministic_algorithms) for "
+        "exact GPU resume; slower. CPU runs are deterministic anyway",
+    )
+    device: Literal["auto", "cpu"] = Field(
+        "auto",
+        description="auto: the GPUs when usable (a machine whose GPUs cannot be used is refused); "
+        "cpu: train on the CPU even where GPUs are present",
     )
     channels_last: bool | Literal["auto"] = Field(
         "auto", description="NHWC memory format for conv nets (auto: when it measured faster)"

@@ -25,6 +25,7 @@ the family contract v2) and 2 (before contract v3: no run-wide state) are migrat
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import random
@@ -81,7 +82,19 @@ def restore_rng(state: dict[str, Any], noise: torch.Generator) -> None:
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy(), *rest))
     torch.set_rng_state(state["torch"])
-    noise.set_state(state["noise"])
+    try:
+        noise.set_state(state["noise"])
+    except RuntimeError:  # saved by a generator of another device type (a CPU run → a GPU)
+        saved = state["noise"].numpy().tobytes()
+        noise.manual_seed(int.from_bytes(hashlib.sha256(saved).digest()[:8], "little"))
+        log.warning(
+            "the checkpoint's noise stream comes from a %d-byte %s generator state, this run's "
+            "generator is on %s: its noise continues from a seed derived from that state "
+            "(weights, optimizers and data resume exactly; the noise does not)",
+            len(saved),
+            "CPU" if len(saved) > 16 else "CUDA",
+            noise.device,
+        )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 

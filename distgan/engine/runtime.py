@@ -76,9 +76,46 @@ def process_accelerator(collective_timeout: float) -> Accelerator:
     return Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=kwargs)
 
 
+def gpus_present() -> bool:
+    """NVIDIA GPUs on this machine, whether or not this torch can use them (device files)."""
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def check_gpus_usable(cfg: Config) -> None:
+    """A machine with GPUs that torch cannot use (a driver older than the CUDA of the installed
+    wheel, a CPU-only wheel) would otherwise train on the CPU with only a log line."""
+    if cfg.train.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before the first CUDA call: none is made
+        return
+    if gpus_present() and not torch.cuda.is_available():
+        raise LaunchError(
+            f"this machine has NVIDIA GPUs but torch {torch.__version__} cannot use them (CUDA "
+            f"build {torch.version.cuda or 'none'}; an older driver or a CPU-only wheel?): "
+            "install the torch build for its CUDA (README 'Installing for your GPU'), or train "
+            "on the CPU with train.device=cpu"
+        )
+
+
+def configure_gpu_kernels(deterministic: bool) -> None:
+    """cuDNN picks the fastest convolution algorithms for the (fixed) shapes, and fp32 matmuls
+    and convolutions use TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation: the usual
+    trade for GANs, off under ``train.deterministic``). ``deterministic``: cuDNN's and cuBLAS's
+    deterministic algorithms and ``use_deterministic_algorithms`` for exact GPU resume."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.allow_tf32 = not deterministic
+    torch.set_float32_matmul_precision("highest" if deterministic else "high")
+
+
 def make_accelerator(cfg: Config) -> Accelerator:
     if fell_into_cpu_trap():
         raise LaunchError(CPU_TRAP)
+    check_gpus_usable(cfg)
+    if torch.cuda.is_available():
+        configure_gpu_kernels(cfg.train.deterministic)
     accelerator = process_accelerator(cfg.train.collective_timeout)
     asked = requested_world_size(cfg)
     seen = accelerator.num_processes
@@ -185,12 +222,18 @@ def cpu_has_fast_bf16() -> bool:
     return bool(cpu_info()[1] & {"avx512_bf16", "amx_bf16"})
 
 
+def gpu_has_bf16() -> bool:
+    """bf16 in the GPU's hardware (Ampere and later). ``is_bf16_supported()`` alone also counts
+    emulation, which V100 and T4 offer: slow, and fp16 + GradScaler is what they are built for."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def resolve_precision(mode: str, device: torch.device) -> str:
     """``auto`` → bf16 on GPUs and CPUs with bf16 hardware, fp16 on older GPUs, else fp32."""
     if mode != "auto":
         return mode
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if gpu_has_bf16() else "fp16"
     return "bf16" if cpu_has_fast_bf16() else "no"
 
 
@@ -217,8 +260,8 @@ class Precision:
                 "train.precision=fp16 needs a CUDA GPU (GradScaler); use train.precision=bf16 "
                 "or no on CPU"
             )
-        if mode == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ConfigError("train.precision=bf16: this GPU has no bf16; use fp16")
+        if mode == "bf16" and device.type == "cuda" and not gpu_has_bf16():
+            raise ConfigError("train.precision=bf16: this GPU has no bf16 hardware; use fp16")
         self.mode = mode
         self.device = device
         self.dtype = self.DTYPES[mode]
@@ -305,11 +348,11 @@ class Settings:
 def resolve_settings(cfg: Config, device: torch.device, deepspeed: bool = False) -> Settings:
     """``auto`` follows what ``distgan bench step`` measured (README, "Training speed": what
     ``auto`` picks, and what each lever gave): channels_last on (the 256 px batch-1 translation
-    recipes, slower with it, turn it off in their YAML), fused Adam on, torch.compile on CUDA
-    only. DeepSpeed keeps fp32 weights and gradients and composes with distgan's bf16 autocast,
-    not with fp16 (engine/parallel.py): there ``auto`` never means fp16, and parameters stay
-    contiguous (DeepSpeed flattens them; it cannot broadcast channels_last weights)."""
-    cuda = device.type == "cuda"
+    recipes, slower with it, turn it off in their YAML), fused Adam on, torch.compile off (never
+    yet measured on a GPU; on CPU it did not pay). DeepSpeed keeps fp32 weights and gradients
+    and composes with distgan's bf16 autocast, not with fp16 (engine/parallel.py): there
+    ``auto`` never means fp16, and parameters stay contiguous (DeepSpeed flattens them; it
+    cannot broadcast channels_last weights)."""
     t = cfg.train
     precision = resolve_precision(t.precision, device)
     if deepspeed and t.precision == "auto" and precision == "fp16":
@@ -322,7 +365,7 @@ def resolve_settings(cfg: Config, device: torch.device, deepspeed: bool = False)
 
     return Settings(
         precision=precision,
-        compile=resolve(t.compile, cuda),
+        compile=resolve(t.compile, False),
         channels_last=resolve(t.channels_last, not deepspeed),
         fused_optimizers=resolve(t.fused_optimizers, True),
     )

@@ -4,11 +4,14 @@ distgan/families/base.py for the contract as a whole)."""
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+
+log = logging.getLogger("distgan")
 
 
 class StepContext:
@@ -56,7 +59,8 @@ class StepContext:
         if self.compile_backend is None:
             return module
         if id(module) not in self._compiled:
-            self._compiled[id(module)] = torch.compile(module, backend=self.compile_backend)
+            compiled = torch.compile(module, backend=self.compile_backend)
+            self._compiled[id(module)] = CompiledOrEager(module, compiled)
         return self._compiled[id(module)]
 
     # ------------------------------------------------------------------ set by the engine
@@ -143,3 +147,26 @@ class StepContext:
             return whole
         n = shape[0]
         return whole[self.micro_batch * n : (self.micro_batch + 1) * n]
+
+
+class CompiledOrEager:
+    """A network's compiled pass that falls back to the eager one, with one line, when
+    compilation fails (an op the compiler cannot handle, a backend missing on this machine):
+    the run goes on at eager speed instead of dying at its first step."""
+
+    def __init__(self, eager: nn.Module, compiled: Callable[..., Any]) -> None:
+        self.eager, self.compiled = eager, compiled
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except torch._dynamo.exc.TorchDynamoException as err:
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+                log.warning(
+                    "torch.compile failed for %s (%s): it runs eagerly",
+                    type(self.eager).__name__,
+                    reason,
+                )
+                self.compiled = None
+        return self.eager(*args, **kwargs)
