@@ -16,6 +16,7 @@ Members of one sample (WebDataset groups them by the key before the first dot):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -181,27 +182,36 @@ def _write_tars(
             shards[-1]["sha256"] = sha256_of(path)
         writer = stream = None
 
-    for sample in samples:
-        record = sample if isinstance(sample, dict) else encode_sample(sample, ext, quality)
-        if record["__key__"] in keys:
-            raise ShardError(f"sample key '{record['__key__']}' occurs twice; keys must be unique")
-        keys.add(record["__key__"])
-        size = record_bytes(record)
-        full = writer is not None and (
-            (samples_per_shard and shards[-1]["count"] >= samples_per_shard)
-            or (max_shard_bytes and shard_bytes + size + TAR_END > max_shard_bytes)
-        )
-        if writer is None or full:
-            close()
-            name = f"{prefix}-{len(shards):06d}.tar"
-            stream = open(out_dir / name, "wb")  # noqa: SIM115 — closed in close()
-            # an int mtime: a float one costs every member a PAX header (slower to read)
-            writer = wds.TarWriter(stream, user="distgan", group="distgan", mtime=0)
-            shards.append({"file": name, "count": 0})
-            shard_bytes = 0
-        writer.write(record)
-        shards[-1]["count"] += 1
-        shard_bytes += size
+    try:
+        for sample in samples:
+            record = sample if isinstance(sample, dict) else encode_sample(sample, ext, quality)
+            if record["__key__"] in keys:
+                key = record["__key__"]
+                raise ShardError(f"sample key '{key}' occurs twice; keys must be unique")
+            keys.add(record["__key__"])
+            size = record_bytes(record)
+            full = writer is not None and (
+                (samples_per_shard and shards[-1]["count"] >= samples_per_shard)
+                or (max_shard_bytes and shard_bytes + size + TAR_END > max_shard_bytes)
+            )
+            if writer is None or full:
+                close()
+                name = f"{prefix}-{len(shards):06d}.tar"
+                stream = open(out_dir / name, "wb")  # noqa: SIM115 — closed in close()
+                # an int mtime: a float one costs every member a PAX header (slower to read)
+                writer = wds.TarWriter(stream, user="distgan", group="distgan", mtime=0)
+                shards.append({"file": name, "count": 0})
+                shard_bytes = 0
+            writer.write(record)
+            shards[-1]["count"] += 1
+            shard_bytes += size
+    except BaseException:  # a full disk, a refused sample: drop the half-written shard quietly
+        if writer is not None:
+            # tarfile and its stream buffer flush again when collected: a second error
+            writer.tarstream.closed = writer.tarstream.fileobj.closed = True
+            with contextlib.suppress(OSError):
+                stream.close()
+        raise
     close()
     return shards
 
