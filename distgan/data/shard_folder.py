@@ -132,7 +132,7 @@ def replacing(target: Path, overwrite: bool = False, prefix: str = "shard") -> I
     ``target`` in one swap. An error leaves ``target`` as it was and removes the staging folder;
     an ``OSError`` (a full disk) becomes one line naming the folder and the cause."""
     target = Path(target)
-    if target.is_symlink():
+    if target.is_symlink() or target.name in ("", ".", ".."):  # the folder itself, not a link
         target = target.resolve()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
