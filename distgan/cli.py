@@ -72,8 +72,11 @@ def cmd_shards(args: argparse.Namespace) -> int:
     if args.source == "inspect":
         from distgan.data.inspect import inspect
 
-        inspect(args.dir, args.out, n=args.n, seed=args.seed)
+        inspect(args.dir, args.out, n=args.n, seed=args.seed, force=args.force)
         return 0
+    from distgan.data.shard_folder import check_replaceable
+
+    check_replaceable(Path(args.out), args.overwrite)  # early; checked again under the lock
     manifest = SOURCES[args.source].convert(args)
     counts = [s["count"] for s in manifest["shards"]]
     print(
@@ -81,6 +84,14 @@ def cmd_shards(args: argparse.Namespace) -> int:
         f"({min(counts)}–{max(counts)} each) to {args.out}",
         file=sys.stderr,
     )
+    skipped = manifest.get("skipped_sources", [])
+    if skipped:
+        shown = "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else "")
+        print(
+            f"distgan: skipped {len(skipped)} source file(s), all listed in the manifest's "
+            f"skipped_sources: {shown}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -150,12 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in SOURCES.items():
         sp = shard_sub.add_parser(name, help=_first_line(module.__doc__))
         sp.add_argument("--out", required=True, help="output folder")
+        sp.add_argument(
+            "--overwrite", action="store_true", help="replace the shards --out already holds"
+        )
         module.add_arguments(sp)
     sp = shard_sub.add_parser(
         "inspect", help="print a shard folder's summary, draw a contact sheet"
     )
     sp.add_argument("dir", help="shard folder")
-    sp.add_argument("--out", default=None, help="contact sheet PNG (DIR/contact-sheet.png)")
+    sp.add_argument(
+        "--out", default=None, help="contact sheet PNG (./<DIR's name>-contact-sheet.png)"
+    )
+    sp.add_argument("--force", action="store_true", help="replace an existing --out file")
     sp.add_argument("--n", type=int, default=32, help="samples on the sheet (32)")
     sp.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_shards)

@@ -146,10 +146,13 @@ def test_folder_by_bytes_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert_byte_identical(tmp_path / "f", tmp_path / "f2")
     capsys.readouterr()
 
-    assert main(["shards", "inspect", str(tmp_path / "f"), "--n", "6"]) == 0
+    sheet_path = tmp_path / "sheet.png"
+    assert (
+        main(["shards", "inspect", str(tmp_path / "f"), "--n", "6", "--out", str(sheet_path)]) == 0
+    )
     out = capsys.readouterr().out
     assert "folder" in out and "10 at 32 px" in out and "cats, dogs" in out
-    sheet = Image.open(tmp_path / "f" / "contact-sheet.png")
+    sheet = Image.open(sheet_path)
     assert sheet.width == 8 * 64 and sheet.height == 64 + 12  # 32 px tiles shown at 2×
 
 

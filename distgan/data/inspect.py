@@ -14,8 +14,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from distgan.data.shards import iter_samples, read_manifest
+from distgan.data.shards import MANIFEST, iter_samples, read_manifest
 from distgan.data.stream import IMAGE_KEYS
+from distgan.errors import ConfigError
 
 CAPTION = 12  # px of caption under each tile
 
@@ -39,7 +40,7 @@ def summary(manifest: dict[str, Any]) -> list[str]:
     if manifest.get("paired"):
         lines.append(f"pairs       image → target ({manifest.get('direction', 'AtoB')})")
     if manifest.get("skipped_sources"):
-        lines.append(f"skipped     {len(manifest['skipped_sources'])} unreadable source images")
+        lines.append(f"skipped     {len(manifest['skipped_sources'])} source files")
     lines.append(f"written by  distgan {manifest.get('distgan_version')}")
     return lines
 
@@ -96,12 +97,30 @@ def contact_sheet(samples: list[dict], manifest: dict[str, Any], columns: int = 
     return sheet
 
 
-def inspect(shard_dir: str | Path, out: str | Path | None, n: int = 32, seed: int = 0) -> Path:
-    """Print the manifest summary; write the contact sheet (default ``DIR/contact-sheet.png``)."""
+def inspect(
+    shard_dir: str | Path, out: str | Path | None, n: int = 32, seed: int = 0, force: bool = False
+) -> Path:
+    """Print the manifest summary; write the contact sheet (default
+    ``./<DIR's name>-contact-sheet.png``)."""
     shard_dir = Path(shard_dir)
     manifest = read_manifest(shard_dir)
+    path = sheet_path(shard_dir, out, force)
     print("\n".join(summary(manifest)))
-    path = Path(out) if out else shard_dir / "contact-sheet.png"
-    contact_sheet(pick_samples(shard_dir, manifest, n, seed), manifest).save(path)
+    contact_sheet(pick_samples(shard_dir, manifest, n, seed), manifest).save(path, format="PNG")
     print(f"contact sheet: {path}")
+    return path
+
+
+def sheet_path(shard_dir: Path, out: str | Path | None, force: bool) -> Path:
+    """Where the sheet goes: never into a shard folder (a later ``distgan shards folder`` of it
+    would take the sheet for a training image), never over a file without ``force``."""
+    path = Path(out) if out else Path(f"{shard_dir.resolve().name}-contact-sheet.png")
+    if (path.parent / MANIFEST).exists():
+        raise ConfigError(
+            f"--out {path}: '{path.parent}' is a shard folder; write the contact sheet elsewhere"
+        )
+    if path.exists() and not force:
+        raise ConfigError(f"--out {path} exists; pass --force to replace it, or choose another")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--out {path}: the folder '{path.parent}' does not exist")
     return path

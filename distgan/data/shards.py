@@ -16,10 +16,10 @@ Members of one sample (WebDataset groups them by the key before the first dot):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,9 +29,9 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from distgan.data.shard_folder import MANIFEST, replacing
 from distgan.errors import ShardError
 
-MANIFEST = "manifest.json"
 TAR_END = 1024  # two zero blocks end a tar; files are then padded to 10 KiB (tarfile.RECORDSIZE)
 FORMAT = "distgan-shards/1"
 
@@ -113,6 +113,8 @@ def write_shards(
     image_format: str = "png",
     quality: int = 95,
     prefix: str = "shard",
+    overwrite: bool = False,
+    skipped: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write ``samples`` (in the given order) into tar shards and a manifest; return the manifest.
 
@@ -121,14 +123,48 @@ def write_shards(
     ``samples_per_shard`` samples or when the next sample would take it past ``max_shard_bytes``
     (before tar's padding of the file to a multiple of 10 KiB).
     ``meta`` holds source, split, resolution, channels, class_names and anything else worth
-    keeping. Existing ``<prefix>-*.tar`` files in ``out_dir`` are replaced, so re-running is safe.
+    keeping. ``skipped`` (source files left out, as ``"PATH: why"``), which the caller may fill
+    while ``samples`` is consumed, is listed in the manifest's ``skipped_sources``.
+
+    The folder is replaced as a whole once everything is written (:mod:`shard_folder`): a folder
+    that already holds shards only with ``overwrite=True``, and a failed or killed conversion
+    leaves the old folder as it was.
     """
     if not samples_per_shard and not max_shard_bytes:
         raise ValueError("give samples_per_shard or max_shard_bytes")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob(f"{prefix}-*.tar"):
-        old.unlink()
+    with replacing(Path(out_dir), overwrite, prefix) as staging:
+        shards = _write_tars(
+            samples, staging, samples_per_shard, max_shard_bytes, image_format, quality, prefix
+        )
+        if not shards:
+            raise ShardError(f"no samples were written to {out_dir}: the source is empty")
+
+        from distgan.version import __version__
+
+        manifest = {
+            "format": FORMAT,
+            **meta,
+            "image_format": "jpg" if image_format in ("jpg", "jpeg") else "png",
+            "total": sum(s["count"] for s in shards),
+            "shards": shards,
+            "distgan_version": __version__,
+        }
+        if skipped:
+            manifest["skipped_sources"] = list(skipped)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _write_tars(
+    samples: Iterable[Sample | Record],
+    out_dir: Path,
+    samples_per_shard: int | None,
+    max_shard_bytes: int | None,
+    image_format: str,
+    quality: int,
+    prefix: str,
+) -> list[dict[str, Any]]:
+    """The tar files of :func:`write_shards`; returns their manifest entries."""
     ext = "jpg" if image_format in ("jpg", "jpeg") else "png"
     shards: list[dict[str, Any]] = []
     writer: wds.TarWriter | None = None
@@ -146,45 +182,38 @@ def write_shards(
             shards[-1]["sha256"] = sha256_of(path)
         writer = stream = None
 
-    for sample in samples:
-        record = sample if isinstance(sample, dict) else encode_sample(sample, ext, quality)
-        if record["__key__"] in keys:
-            raise ShardError(f"sample key '{record['__key__']}' occurs twice; keys must be unique")
-        keys.add(record["__key__"])
-        size = record_bytes(record)
-        full = writer is not None and (
-            (samples_per_shard and shards[-1]["count"] >= samples_per_shard)
-            or (max_shard_bytes and shard_bytes + size + TAR_END > max_shard_bytes)
-        )
-        if writer is None or full:
-            close()
-            name = f"{prefix}-{len(shards):06d}.tar"
-            stream = open(out_dir / name, "wb")  # noqa: SIM115 — closed in close()
-            # an int mtime: a float one costs every member a PAX header (slower to read)
-            writer = wds.TarWriter(stream, user="distgan", group="distgan", mtime=0)
-            shards.append({"file": name, "count": 0})
-            shard_bytes = 0
-        writer.write(record)
-        shards[-1]["count"] += 1
-        shard_bytes += size
+    try:
+        for sample in samples:
+            record = sample if isinstance(sample, dict) else encode_sample(sample, ext, quality)
+            if record["__key__"] in keys:
+                key = record["__key__"]
+                raise ShardError(f"sample key '{key}' occurs twice; keys must be unique")
+            keys.add(record["__key__"])
+            size = record_bytes(record)
+            full = writer is not None and (
+                (samples_per_shard and shards[-1]["count"] >= samples_per_shard)
+                or (max_shard_bytes and shard_bytes + size + TAR_END > max_shard_bytes)
+            )
+            if writer is None or full:
+                close()
+                name = f"{prefix}-{len(shards):06d}.tar"
+                stream = open(out_dir / name, "wb")  # noqa: SIM115 — closed in close()
+                # an int mtime: a float one costs every member a PAX header (slower to read)
+                writer = wds.TarWriter(stream, user="distgan", group="distgan", mtime=0)
+                shards.append({"file": name, "count": 0})
+                shard_bytes = 0
+            writer.write(record)
+            shards[-1]["count"] += 1
+            shard_bytes += size
+    except BaseException:  # a full disk, a refused sample: drop the half-written shard quietly
+        if writer is not None:
+            # tarfile and its stream buffer flush again when collected: a second error
+            writer.tarstream.closed = writer.tarstream.fileobj.closed = True
+            with contextlib.suppress(OSError):
+                stream.close()
+        raise
     close()
-    if not shards:
-        raise ShardError(f"no samples were written to {out_dir}: the source is empty")
-
-    from distgan.version import __version__
-
-    manifest = {
-        "format": FORMAT,
-        **meta,
-        "image_format": ext,
-        "total": sum(s["count"] for s in shards),
-        "shards": shards,
-        "distgan_version": __version__,
-    }
-    tmp = out_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
-    return manifest
+    return shards
 
 
 def read_manifest(shard_dir: str | Path) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import logging
 import os
 import re
 import tarfile
@@ -24,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from distgan.data.shards import Record, Sample, ShardError, encode_sample, parse_size, write_shards
-
-log = logging.getLogger("distgan.data")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -52,8 +49,19 @@ def add_common_arguments(
     )
     parser.add_argument("--format", choices=["png", "jpg"], default="png", help="(png)")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality (95)")
+    add_shard_size_arguments(parser, samples_per_shard=1000)
+
+
+def add_shard_size_arguments(
+    parser: argparse.ArgumentParser, samples_per_shard: int | None = None
+) -> None:
+    """``--samples-per-shard`` and ``--shard-bytes`` (the embedded sets default to ``--shards``)."""
+    default = f"({samples_per_shard})" if samples_per_shard else "(default: from --shards)"
     parser.add_argument(
-        "--samples-per-shard", type=int, default=1000, help="shard size in samples (1000)"
+        "--samples-per-shard",
+        type=positive_int,
+        default=samples_per_shard,
+        help=f"shard size in samples {default}",
     )
     parser.add_argument(
         "--shard-bytes",
@@ -61,6 +69,13 @@ def add_common_arguments(
         default=None,
         help="also close a shard before it exceeds this size, e.g. 64MB",
     )
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a positive number")
+    return value
 
 
 # ----------------------------------------------------------------------------- reading pixels
@@ -165,7 +180,7 @@ def prepare(item: Item, opts: Options) -> Record | str:
             )
             pil, target = (left, right) if item.halves == "AB" else (right, left)
     except Exception as err:  # corrupt or unreadable source file
-        return f"{source_name(item.image)}: {err}"
+        return f"{source_name(item.image)}: {describe_error(err)}"
     sample = Sample(
         key=item.key,
         image=fit(pil, opts),
@@ -176,21 +191,35 @@ def prepare(item: Item, opts: Options) -> Record | str:
     return encode_sample(sample, opts.image_format, opts.quality)
 
 
+def describe_error(err: Exception) -> str:
+    """Why a source image was not read, the same on every run: Pillow names the buffer it read
+    by its repr (``<_io.BytesIO object at 0x7f…>``), which would make manifests differ."""
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image Pillow can identify"
+    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "<…>", str(err)) or type(err).__name__
+
+
 # ----------------------------------------------------------------------------- the pipeline
 
 
 def convert_items(
-    items: Sequence[Item], args: argparse.Namespace, opts: Options, meta: dict[str, Any]
+    items: Sequence[Item],
+    args: argparse.Namespace,
+    opts: Options,
+    meta: dict[str, Any],
+    skipped: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Encode ``items`` with ``args.workers`` processes (order kept) and write the shards."""
+    """Encode ``items`` with ``args.workers`` processes (order kept) and write the shards.
+    ``skipped``: the files the converter left out while listing (:func:`image_files`); the
+    manifest lists them with the images that cannot be read."""
     if not items:
         raise ShardError(f"no images found for split '{args.split}' in '{args.src}'")
-    skipped: list[str] = []
+    refuse_duplicate_keys(items)
+    skipped = list(skipped)
 
     def records(results: Iterator[Record | str]) -> Iterator[Record]:
         for result in results:
             if isinstance(result, str):
-                log.warning("skipping unreadable source image %s", result)
                 skipped.append(result)
             else:
                 yield result
@@ -199,35 +228,41 @@ def convert_items(
     with progress_bar(len(items), f"{meta['source']} {meta['split']}") as advance:
         if args.workers <= 1:
             results: Iterator[Record | str] = map(work, items)
-            manifest = write_shards(
-                advance(records(results)), Path(args.out), **_writer_args(args, opts, meta)
+            return write_shards(
+                advance(records(results)), Path(args.out), **_writer_args(args, opts, meta, skipped)
             )
-        else:
-            with Pool(args.workers) as pool:
-                results = pool.imap(work, items, chunksize=16)
-                manifest = write_shards(
-                    advance(records(results)), Path(args.out), **_writer_args(args, opts, meta)
-                )
-    if skipped:
-        manifest["skipped_sources"] = skipped
-        (Path(args.out) / "manifest.json").write_text(_dumps(manifest))
-    return manifest
+        with Pool(args.workers) as pool:
+            results = pool.imap(work, items, chunksize=16)
+            return write_shards(
+                advance(records(results)), Path(args.out), **_writer_args(args, opts, meta, skipped)
+            )
 
 
-def _writer_args(args: argparse.Namespace, opts: Options, meta: dict[str, Any]) -> dict[str, Any]:
+def refuse_duplicate_keys(items: Sequence[Item]) -> None:
+    """Two sources with one key (``x.png`` and ``x.jpg`` both give ``x``) are refused before
+    anything is written: renaming one of them silently would make keys depend on the listing."""
+    first: dict[str, Item] = {}
+    for item in items:
+        if item.key in first:
+            raise ShardError(
+                f"'{source_name(first[item.key].image)}' and '{source_name(item.image)}' both "
+                f"give the sample key '{item.key}'; rename or remove one of them"
+            )
+        first[item.key] = item
+
+
+def _writer_args(
+    args: argparse.Namespace, opts: Options, meta: dict[str, Any], skipped: list[str]
+) -> dict[str, Any]:
     return {
         "samples_per_shard": args.samples_per_shard,
         "max_shard_bytes": args.shard_bytes,
         "meta": {"resolution": opts.size, "channels": opts.channels, **meta},
         "image_format": opts.image_format,
         "quality": opts.quality,
+        "overwrite": getattr(args, "overwrite", False),
+        "skipped": skipped,
     }
-
-
-def _dumps(manifest: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(manifest, indent=2) + "\n"
 
 
 class progress_bar:
@@ -256,7 +291,9 @@ class progress_bar:
 
         return advance
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:  # the error's one line alone, no half-full bar above it
+            self.progress.live.transient = True
         self.progress.stop()
 
 
@@ -268,9 +305,17 @@ def sanitize_key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted, so that conversion is deterministic."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+def image_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted, so that conversion is deterministic.
+    Other files (``.gif``, ``.txt`` …) are appended to ``skipped``, if given, with the reason."""
+    images = []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(path)
+        elif skipped is not None and path.is_file():
+            suffix = path.suffix or "no suffix"
+            skipped.append(f"{path}: not an image file distgan reads ({suffix})")
+    return images
 
 
 def tar_index(path: Path) -> dict[str, TarMember]:

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from distgan.data.shards import Sample, write_shards
+from distgan.data.sources._common import add_shard_size_arguments
 
 CLASS_NAMES = [str(d) for d in range(10)]
 
@@ -21,6 +22,7 @@ CLASS_NAMES = [str(d) for d in range(10)]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=32, help="output resolution in pixels")
     parser.add_argument("--shards", type=int, default=8, help="number of shards (≥ ranks×workers)")
+    add_shard_size_arguments(parser)
 
 
 def load_images(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +43,7 @@ def load_images(size: int) -> tuple[np.ndarray, np.ndarray]:
 def convert(args: argparse.Namespace) -> dict[str, Any]:
     images, labels = load_images(args.size)
     order = np.random.default_rng(0).permutation(len(images))  # mix classes across shards
-    per_shard = -(-len(images) // args.shards)
+    per_shard = getattr(args, "samples_per_shard", None) or -(-len(images) // args.shards)
     samples = (
         Sample(key=f"digits-{int(i):05d}", image=images[i], label=int(labels[i])) for i in order
     )
@@ -49,6 +51,8 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
         samples,
         Path(args.out),
         samples_per_shard=per_shard,
+        max_shard_bytes=getattr(args, "shard_bytes", None),
+        overwrite=getattr(args, "overwrite", False),
         meta={
             "source": "digits",
             "split": "all",

@@ -35,8 +35,8 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
     flat = [p for p in image_files(src) if p.parent == src]
     if flat or not classes:  # images directly in --src: an unlabelled folder
         classes = []
-    items = []
-    for path in image_files(src):
+    items, skipped = [], []
+    for path in image_files(src, skipped):
         relative = path.relative_to(src)
         label = classes.index(relative.parts[0]) if classes else None
         key = sanitize_key(relative.with_suffix("").as_posix())
@@ -48,4 +48,4 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
         quality=args.quality,
     )
     meta = {"source": "folder", "split": args.split, "class_names": classes}
-    return convert_items(items, args, opts, meta)
+    return convert_items(items, args, opts, meta, skipped)

@@ -42,38 +42,43 @@ def split_folders(root: Path, split: str) -> list[tuple[str, Path]]:
     return [(split, root / split)] if (root / split).is_dir() else [(split, root)]
 
 
-def side_by_side(src: Path, split: str, swap: bool) -> list[Item]:
+def side_by_side(src: Path, split: str, swap: bool, skipped: list[str]) -> list[Item]:
     items = []
     for name, folder in split_folders(src, split):
-        for path in image_files(folder):
+        for path in image_files(folder, skipped):
             if path.parent != folder:
+                skipped.append(f"{path}: in a subfolder (pairs lie directly in '{folder}')")
                 continue
             key = f"{name}-{sanitize_key(path.stem)}"
             items.append(Item(key=key, image=str(path), halves="BA" if swap else "AB"))
     return items
 
 
-def two_folders(src: Path, split: str, swap: bool) -> list[Item]:
+def two_folders(src: Path, split: str, swap: bool, skipped: list[str]) -> list[Item]:
     items = []
     for name, folder_a in split_folders(src / "A", split):
         folder_b = src / "B" / folder_a.relative_to(src / "A")
-        by_stem = {p.stem: p for p in image_files(require(folder_b, "the B images"))}
-        for a in image_files(folder_a):
+        by_stem = {p.stem: p for p in image_files(require(folder_b, "the B images"), skipped)}
+        for a in image_files(folder_a, skipped):
             if a.stem not in by_stem:
                 raise ShardError(f"'{a}' has no partner named '{a.stem}.*' in '{folder_b}'")
             b = by_stem[a.stem]
             image, target = (str(b), str(a)) if swap else (str(a), str(b))
             items.append(Item(key=f"{name}-{sanitize_key(a.stem)}", image=image, target=target))
+        stems_a = {a.stem for a in image_files(folder_a)}
+        unused = [b for stem, b in by_stem.items() if stem not in stems_a]
+        skipped += [f"{b}: no partner in '{folder_a}'" for b in unused]
     return items
 
 
 def convert(args: argparse.Namespace) -> dict[str, Any]:
     src = require(Path(args.src), "--src is the pix2pix data set folder")
     swap = args.direction == "BtoA"
+    skipped: list[str] = []
     if (src / "A").is_dir() and (src / "B").is_dir():
-        items, layout = two_folders(src, args.split, swap), "two-folders"
+        items, layout = two_folders(src, args.split, swap, skipped), "two-folders"
     else:
-        items, layout = side_by_side(src, args.split, swap), "side-by-side"
+        items, layout = side_by_side(src, args.split, swap, skipped), "side-by-side"
     opts = Options(size=args.size, image_format=args.format, quality=args.quality)
     meta = {
         "source": "paired",
@@ -83,4 +88,4 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
         "layout": layout,
         "direction": args.direction,
     }
-    return convert_items(items, args, opts, meta)
+    return convert_items(items, args, opts, meta, skipped)

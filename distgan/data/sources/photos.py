@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from distgan.data.shards import Sample, write_shards
+from distgan.data.sources._common import add_shard_size_arguments
 
 # scikit-image's loader name → licence, as scikit-image's data module states it
 PHOTOS = {
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=["train", "test"], default="train", help="(train)")
     parser.add_argument("--crops", type=int, default=None, help="per photo (train 240, test 24)")
     parser.add_argument("--shards", type=int, default=None, help="(train 8, test 2)")
+    add_shard_size_arguments(parser)
 
 
 def load_photo(name: str) -> np.ndarray:
@@ -79,7 +81,9 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
     return write_shards(
         (samples[i] for i in order),
         Path(args.out),
-        samples_per_shard=-(-len(samples) // shards),
+        samples_per_shard=getattr(args, "samples_per_shard", None) or -(-len(samples) // shards),
+        max_shard_bytes=getattr(args, "shard_bytes", None),
+        overwrite=getattr(args, "overwrite", False),
         meta={
             "source": "photos",
             "split": args.split,

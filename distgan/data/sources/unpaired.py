@@ -37,13 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def convert(args: argparse.Namespace) -> dict[str, Any]:
     src = Path(args.src)
-    items = []
+    items, skipped = [], []
     for split in ["train", "test"] if args.split == "all" else [args.split]:
         for label, domain in enumerate(DOMAINS):
             if args.domain not in ("both", domain):
                 continue
             folder = require(src / f"{split}{domain}", "CycleGAN data sets have trainA/ trainB/ …")
-            for path in image_files(folder):
+            for path in image_files(folder, skipped):
                 name = path.relative_to(folder).with_suffix("").as_posix()
                 key = f"{split}{domain}-{sanitize_key(name)}"
                 items.append(Item(key=key, image=str(path), label=label))
@@ -54,4 +54,4 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
     else:
         meta["domain"] = args.domain
         items = [Item(key=i.key, image=i.image) for i in items]  # one domain: no label
-    return convert_items(items, args, opts, meta)
+    return convert_items(items, args, opts, meta, skipped)
