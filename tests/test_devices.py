@@ -159,3 +159,15 @@ def test_a_noise_state_of_another_device_type_reseeds_the_generator(caplog) -> N
         checkpoint.restore_rng(state, second)
     assert torch.equal(torch.rand(5, generator=first), torch.rand(5, generator=second))
     assert "noise continues from a seed" in caplog.text
+
+
+def test_feature_gathers_use_the_backends_device(monkeypatch) -> None:
+    """KID/PR/IS keep features on the CPU; under NCCL their all-gathers must run on the
+    process's GPU (NCCL cannot gather CPU tensors), under gloo on the CPU."""
+    from distgan.evaluation import _features
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda group=None: "nccl")
+    assert _features.collective_device() == torch.device("cuda", 3)
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda group=None: "gloo")
+    assert _features.collective_device() == torch.device("cpu")

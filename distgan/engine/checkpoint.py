@@ -39,7 +39,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 
 from distgan.engine import run_state
-from distgan.engine.runtime import check_ranks_in_sync, gather
+from distgan.engine.runtime import check_ranks_in_sync, gather, gather_to_main
 from distgan.errors import CheckpointError, TrainingDiverged
 
 if TYPE_CHECKING:
@@ -225,13 +225,13 @@ def collect(run: Run) -> dict[str, Any] | None:
     """The checkpoint of ``run`` (on rank 0; None elsewhere). Every rank must call it: it
     gathers each rank's random, data and family states and checks the ranks are in sync."""
     check_ranks_in_sync(all_networks(run), run.step)
-    rng = gather(capture_rng(run.noise))
-    data = gather(run.data.state_dict() if run.data else {})
-    family = gather(run.family.state_dict())
-    tallies = gather({name: value.cpu() for name, value in run.ctx.tallies.items()})
+    rng = gather_to_main(capture_rng(run.noise))
+    data = gather_to_main(run.data.state_dict() if run.data else {})
+    family = gather_to_main(run.family.state_dict())
+    tallies = gather_to_main(run.ctx.tallies)
     optimizers = run.strategy.state_dict()
     if run.strategy.sharded:
-        optimizers = gather(optimizers)
+        optimizers = gather_to_main(optimizers)
     if not run.is_main:
         return None
     networks = {name: m.state_dict() for name, m in all_networks(run).items()}

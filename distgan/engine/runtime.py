@@ -165,6 +165,30 @@ def gather(obj: Any) -> list[Any]:
     return out
 
 
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor (in dicts, lists, tuples) moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {key: to_cpu(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_cpu(value) for value in obj)
+    return obj
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` on rank 0 (None elsewhere), its tensors moved to the CPU first: a
+    pickled CUDA tensor would open a context on its GPU in every process that unpickles it
+    (which exclusive-process GPUs refuse), and only rank 0 writes checkpoints."""
+    obj = to_cpu(obj)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [obj]
+    main = torch.distributed.get_rank() == 0
+    out: list[Any] | None = [None] * torch.distributed.get_world_size() if main else None
+    torch.distributed.gather_object(obj, out, dst=0, weights_only=True)
+    return out
+
+
 def params_digest(models: dict[str, torch.nn.Module]) -> str:
     """A short hash of every parameter: equal on all ranks iff DDP kept them in sync."""
     digest = hashlib.sha256()

@@ -5,9 +5,10 @@ and ``torchrun`` send) and the first Ctrl-C only set a flag; ``train.time_limit`
 so does the file named by ``$DISTGAN_STOP_REQUEST`` when it appears (how slurm/requeue.sh
 forwards a pre-emption signal: signalling srun aborts the step, and signalling accelerate's
 launcher makes it kill its workers 30 s later, possibly in the middle of a checkpoint).
-Every ``check_every`` steps the ranks agree (all-reduce MAX of the flag), so all of them stop
-after the same step; the trainer then writes one checkpoint and exits with :data:`EXIT_REQUEUE`,
-which a batch script can read as "requeue me" (resume=auto continues the run).
+Every ``check_every`` steps the ranks agree (an all-reduce MAX of the flag, read at the next
+check: no host sync in the loop), so all of them stop after the same step; the trainer then
+writes one checkpoint and exits with :data:`EXIT_REQUEUE`, which a batch script can read as
+"requeue me" (resume=auto continues the run).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class StopFlag:
         self.deadline = time.monotonic() + time_limit_s if time_limit_s else None
         self.check_every = check_every
         self.device = device
+        self._pending: tuple[torch.Tensor, object] | None = None  # the last check's all-reduce
         self._previous: dict[int, object] = {}
         for name in self.SIGNALS:
             signum = getattr(signal, name)
@@ -62,7 +64,12 @@ class StopFlag:
             signal.signal(signum, handler)
 
     def should_stop(self, step: int) -> str | None:
-        """The agreed reason to stop after ``step`` (same answer on every rank), or None."""
+        """The agreed reason to stop after ``step`` (same answer on every rank), or None.
+
+        With several ranks, each check starts an all-reduce (MAX) of this rank's flag without
+        waiting for it, and reads the one the previous check started: every rank sees the same
+        agreed flag at the same step, one interval after a rank raised it, and the step loop
+        never stops for the host to wait on the devices."""
         if step % self.check_every:
             return None
         if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
@@ -70,9 +77,34 @@ class StopFlag:
         if self.reason is None and self.request_file and os.path.exists(self.request_file):
             with open(self.request_file) as f:
                 self.reason = f.read().strip() or "stop requested"
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            flag = torch.tensor([1 if self.reason else 0], device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            if flag.item() and self.reason is None:
-                self.reason = "another rank stopped"
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return self.reason
+        agreed = self._read_agreement()
+        self._start_agreement()
+        if not agreed:
+            return None
+        if self.reason is None:
+            self.reason = "another rank stopped"
         return self.reason
+
+    def _start_agreement(self) -> None:
+        flag = torch.tensor([1 if self.reason else 0], device=self.device)
+        work = torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, async_op=True)
+        if self.device.type == "cuda":
+            work.wait()  # (orders the copy after the reduction on the device; the host goes on)
+            on_host = flag.to("cpu", non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            self._pending = (on_host, done)
+        else:
+            self._pending = (flag, work)
+
+    def _read_agreement(self) -> bool:
+        if self._pending is None:
+            return False
+        value, done = self._pending
+        if isinstance(done, torch.cuda.Event):
+            done.synchronize()  # recorded a whole check interval ago: long done
+        else:
+            done.wait()
+        return bool(value.item())

@@ -65,10 +65,18 @@ def gather_in_order(
     return mine[mine[:, 0].argsort()][:, 1:].cpu()
 
 
+def collective_device() -> torch.device:
+    """Where this process's collectives take their tensors: the CPU under gloo, this process's
+    GPU under NCCL (which cannot move CPU tensors, wherever the rows were kept)."""
+    if torch.distributed.get_backend() == "gloo":
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
 def _all_gather_rows(mine: torch.Tensor) -> torch.Tensor:
     """Every rank's rows (any number each), concatenated."""
     world = torch.distributed.get_world_size()
-    device = torch.device("cpu") if torch.distributed.get_backend() == "gloo" else mine.device
+    device = collective_device()
     count = torch.tensor([mine.shape[0]], device=device)
     counts = [torch.zeros_like(count) for _ in range(world)]
     torch.distributed.all_gather(counts, count)
