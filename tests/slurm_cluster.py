@@ -1,10 +1,11 @@
 """A real Slurm cluster on this one machine, for the slurm/ template tests.
 
 Installs Debian's Slurm packages if missing (root + apt, ~15 s), writes a config with two nodes
-``n1`` and ``n2`` on this host (distinct slurmd ports), starts slurmctld and two slurmd, and
-shuts everything down afterwards, leaving nothing running. Authentication is ``auth/none`` (no
-munged needed on a single machine). Requeue delays are shortened (cred_expire=10, scheduler
-intervals 5 s) so a pre-empted job restarts in ~15 s.
+``n1`` and ``n2`` on this host (distinct slurmd ports) whose tasks are bound to their CPUs
+(``task/affinity``, as on clusters with cgroups or affinity: a step given too few CPUs shows),
+starts slurmctld and two slurmd, and shuts everything down afterwards, leaving nothing running.
+Authentication is ``auth/none`` (no munged needed on a single machine). Requeue delays are
+shortened (cred_expire=10, scheduler intervals 5 s) so a pre-empted job restarts in ~15 s.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ SlurmdPidFile={root}/slurmd-%n.pid
 SlurmctldLogFile={root}/slurmctld.log
 SlurmdLogFile={root}/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
+TaskPluginParam=Cores
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerType=sched/backfill

@@ -209,7 +209,7 @@ def test_slurm_preemption_requeue_and_exact_resume(
         options=[
             f"--nodes={nodes}",
             "--gpus-per-node=0",
-            "--cpus-per-task=1",
+            "--cpus-per-task=2",  # bound by task/affinity: each rank must see both
             f"--output={log_file}",
             "--export=ALL",
         ],
@@ -230,6 +230,9 @@ def test_slurm_preemption_requeue_and_exact_resume(
     assert stopped and int(stopped.group(1)) < STEPS, log[-4000:]
     assert re.search(rf"resumed from \S+step-0*{stopped.group(1)}\.pt", log), log[-4000:]
     assert f"step {STEPS}: parameters identical on all 2 ranks" in log
+    # the step got the job's CPUs (srun does not inherit --cpus-per-task: SRUN_CPUS_PER_TASK)
+    cpus = re.findall(r"rank \d/2 .* cpus=(\d+)", log)
+    assert cpus and set(cpus) == {"2"}, log[-4000:]
     assert_bit_identical(final_weights(reference, STEPS), final_weights(run_dir, STEPS))
     # the restarted job continued the same W&B run
     folders = (run_dir / "wandb").glob("offline-run-*")

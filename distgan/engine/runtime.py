@@ -134,7 +134,8 @@ def describe(accelerator: Accelerator) -> str:
     return (
         f"rank {accelerator.process_index}/{accelerator.num_processes} "
         f"backend={backend} device={accelerator.device} "
-        f"type={accelerator.distributed_type.value} threads={torch.get_num_threads()}"
+        f"type={accelerator.distributed_type.value} threads={torch.get_num_threads()} "
+        f"cpus={len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}"
     )
 
 
