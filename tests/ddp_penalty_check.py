@@ -19,7 +19,7 @@ import sys
 
 import torch
 
-from distgan.data.stream import DatasetInfo
+from distgan.data.info import DatasetInfo
 from distgan.engine.runtime import make_accelerator
 from distgan.families import build_family
 from distgan.families.base import Nets, StepContext

@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from distgan.data.stream import DatasetInfo
+from distgan.data.info import DatasetInfo
 from distgan.engine.runtime import process_accelerator
 from distgan.evaluation import build_evaluators
 from distgan.evaluation.base import all_reduce_sum

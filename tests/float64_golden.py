@@ -67,7 +67,7 @@ COMMON = [
 def train_float64(name: str) -> dict[str, torch.Tensor]:
     """Every network's tensors after ``STEPS`` float64 steps of ``name`` on synthetic batches."""
     from distgan.bench._common import synthetic_batch
-    from distgan.data.stream import DatasetInfo
+    from distgan.data.info import DatasetInfo
     from distgan.engine.build import build_for_bench
     from distgan.engine.step import advance
     from distgan.recipe import load_recipe

@@ -30,8 +30,8 @@ from PIL import Image
 from distgan import losses
 from distgan.cli import main
 from distgan.config import parse_config, read_recipe
+from distgan.data.info import DatasetInfo
 from distgan.data.shards import Sample, write_shards
-from distgan.data.stream import DatasetInfo
 from distgan.engine.parallel import DeepSpeedStrategy
 from distgan.engine.wandb_offline import read_offline_run
 from distgan.errors import ConfigError

@@ -17,7 +17,7 @@ from float64_golden import RECIPES
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from distgan.bench._common import synthetic_batch
-from distgan.data.stream import DatasetInfo
+from distgan.data.info import DatasetInfo
 from distgan.data.transforms import Transforms, lab_to_rgb, rgb_to_lab
 from distgan.engine import checkpoint, runtime
 from distgan.errors import LaunchError

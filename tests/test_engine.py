@@ -17,8 +17,8 @@ import yaml
 from conftest import assert_bit_identical, launch_cmd, run, run_and_kill_after, train_recipes_cmd
 
 from distgan.augment import translation
+from distgan.data.info import DatasetInfo
 from distgan.data.shards import Sample, write_shards
-from distgan.data.stream import DatasetInfo
 from distgan.engine.build import build_run
 from distgan.engine.runtime import process_accelerator
 from distgan.engine.step import advance

@@ -182,7 +182,7 @@ def test_inception_fid_equals_torch_fidelity(tmp_path: Path) -> None:
     import torch_fidelity
     from PIL import Image
 
-    from distgan.data.stream import DatasetInfo
+    from distgan.data.info import DatasetInfo
     from distgan.evaluation import build_evaluators
     from distgan.families import build_family
     from distgan.recipe import load_recipe

@@ -15,7 +15,7 @@ from conftest import ROOT, env_for_tests
 from torch import nn
 
 from distgan import losses, penalties
-from distgan.data.stream import DatasetInfo
+from distgan.data.info import DatasetInfo
 from distgan.engine.runtime import Precision
 from distgan.families import build_family
 from distgan.families.base import Nets, StepContext

@@ -26,7 +26,7 @@ from conftest import (
 
 from distgan.cli import main
 from distgan.config import ConfigError, recipe_names
-from distgan.data.stream import DatasetInfo
+from distgan.data.info import DatasetInfo
 from distgan.families import build_family, get_family
 from distgan.recipe import load_recipe
 

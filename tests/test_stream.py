@@ -81,11 +81,26 @@ def test_epoch_mode_2_ranks_2_workers_every_key_exactly_once(shards: Path) -> No
     assert len(seen) == TOTAL and len(set(seen)) == TOTAL
 
 
-def test_too_few_shards_is_an_error_in_epoch_mode_and_fine_resampled(shards: Path) -> None:
-    with pytest.raises(ShardError, match=r"10 shards but 6 ranks × 2 .* at least 12.*resampled"):
-        make_loader(shards, world=6, workers=2)
+def test_fewer_shards_than_ranks_times_workers_are_cut_into_ranges(shards: Path) -> None:
+    """10 shards, 6 ranks × 2 workers: epoch mode deals contiguous sample ranges of the shards,
+    still every key exactly once per epoch (and once again in the next); fewer samples than
+    ranks × workers is one clear error; resampled mode serves any number of ranks."""
+    for epoch in (0, 1):
+        seen = [
+            sample["__key__"]
+            for rank in range(6)
+            for worker in range(2)
+            for sample in make_loader(shards, rank=rank, world=6).stream.epoch_samples(
+                epoch, worker
+            )
+        ]
+        assert len(seen) == TOTAL and len(set(seen)) == TOTAL
+    first = make_loader(shards, rank=5, world=6, workers=2, batch=4)
+    assert all(len(b["key"]) == 4 for _, b in take(first, 10))  # batches run on, full
+    with pytest.raises(ShardError, match=r"holds 57 samples, fewer than 30 ranks × 2 loader"):
+        make_loader(shards, world=30, workers=2)
     streams = []
-    for rank in range(2):  # 10 shards, 6 ranks × 2 workers: resampled mode still serves all
+    for rank in range(2):  # resampled mode: shards drawn with replacement
         loader = make_loader(shards, rank=rank, world=6, workers=2, batch=4, mode="resampled")
         batches = [b for _, b in take(loader, 20)]
         assert all(len(b["key"]) == 4 for b in batches)
@@ -239,8 +254,8 @@ def test_fast_decoder_gives_pillows_pixels(fmt: str) -> None:
 
     from PIL import Image
 
+    from distgan.data.decode import _pixels
     from distgan.data.shards import encode_image
-    from distgan.data.stream import _pixels
 
     rgb = np.random.default_rng(1).integers(0, 256, (16, 12, 3), dtype=np.uint8)
     data = encode_image(rgb, fmt)

@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from distgan.data.stream import DatasetInfo
+from distgan.data.info import DatasetInfo
 
 
 def synthetic_batch(family, batch_size: int, device: torch.device) -> dict[str, Any]:
@@ -81,8 +81,8 @@ def print_table(title: str, figures: dict[str, Any]) -> None:
 def dataset_info_for(cfg, args: argparse.Namespace) -> DatasetInfo:
     """The recipe's data shape: from its shards when present, else from the flags (resolution:
     ``--resolution``, else the recipe's ``data.resolution``, else 64)."""
+    from distgan.data.info import dataset_info
     from distgan.data.shards import ShardError, read_manifest
-    from distgan.data.stream import dataset_info
     from distgan.engine.build import transforms_of
 
     shards = cfg.data.shards  # (named streams: the first one's shape stands for all)

@@ -63,7 +63,8 @@ class DataConfig(_Section):
     verify: bool = Field(False, description="check every shard's sha256 against the manifest")
     mode: Literal["epoch", "resampled"] = Field(
         "epoch",
-        description="epoch: every sample once per epoch (needs shards ≥ ranks × workers); "
+        description="epoch: every sample once per epoch (shards, or ranges of them when there are "
+        "fewer than ranks × workers, dealt to the ranks' workers); "
         "resampled: shards drawn with replacement, any number of shards",
     )
     flip: bool = Field(False, description="random horizontal flip (image and target alike)")

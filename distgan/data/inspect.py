@@ -14,8 +14,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from distgan.data.decode import IMAGE_KEYS
 from distgan.data.shards import MANIFEST, iter_samples, read_manifest
-from distgan.data.stream import IMAGE_KEYS
 from distgan.errors import ConfigError
 
 CAPTION = 12  # px of caption under each tile

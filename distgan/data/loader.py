@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from distgan.data.stream import DatasetInfo, ShardStream
+from distgan.data.info import DatasetInfo
+from distgan.data.stream import ShardStream
 from distgan.errors import ConfigError, ShardError
 
 log = logging.getLogger("distgan.data")

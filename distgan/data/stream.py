@@ -9,7 +9,8 @@ How determinism and resume work
   - ``epoch``: epoch ``e`` permutes the shard list with ``seed`` and ``e``; rank ``r`` of ``R``
     takes every R-th shard of it, and loader worker ``w`` of ``W`` every W-th shard of those. So
     the ranks' workers partition the data set in every epoch: every sample is seen exactly once
-    per epoch. It needs at least R × W shards (a clear error says how many otherwise).
+    per epoch. With fewer shards than R × W, each shard is cut into contiguous sample
+    ranges (:func:`pieces_for`) dealt instead: 8 shards serve 8 GPUs × 2 loader workers.
   - ``resampled``: worker ``w`` of rank ``r`` draws ``max(1, shards // (R·W))`` shards *with
     replacement* (seeded by seed, e, r, w). Any number of shards works, and every rank's stream
     is endless with full batches (the usual cure for uneven-shard hangs in DDP).
@@ -39,148 +40,25 @@ pix2pix pair, transformed like ``image``).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
-import json
 import logging
 import random
-import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-try:  # deprecated since torchvision 0.29 (for TorchCodec, which needs a system FFmpeg)
-    from torchvision.io import decode_image
-except ImportError:  # a torchvision without it: Pillow decodes everything
-    decode_image = None
-
+from distgan.data.decode import _check_against, decode_sample
+from distgan.data.info import dataset_info
 from distgan.data.shards import iter_samples, read_manifest, verify_shards
 from distgan.data.transforms import Transforms
 from distgan.errors import ShardError
 
 log = logging.getLogger("distgan.data")
 
-IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 Mode = Literal["epoch", "resampled"]
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a recipe needs to know about the data to build its networks."""
-
-    resolution: int
-    channels: int
-    class_names: list[str]
-    total: int
-    attribute_names: list[str] = field(default_factory=list)
-    paired: bool = False
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-def dataset_info(manifest: dict[str, Any], transforms: Transforms | None = None) -> DatasetInfo:
-    channels = int(manifest["channels"])
-    return DatasetInfo(
-        resolution=int(manifest["resolution"]),
-        channels=transforms.channels(channels) if transforms else channels,
-        class_names=list(manifest.get("class_names") or []),
-        total=int(manifest.get("total", sum(s["count"] for s in manifest["shards"]))),
-        attribute_names=list(manifest.get("attribute_names") or []),
-        paired=bool(manifest.get("paired", False)),
-    )
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) read from the image's header, without decoding its pixels."""
-    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR":
-        return struct.unpack(">II", data[16:24])
-    with Image.open(io.BytesIO(data)) as pil:  # reads the header only
-        return pil.size
-
-
-def _pixels(data: bytes, channels: int, resolution: int | None = None) -> torch.Tensor:
-    """Encoded image → uint8 [C,H,W] (decoding fully, so truncation is caught here). With
-    ``resolution``, an image of another size is refused from its header, before decoding (a
-    20000×20000 PNG of a few hundred KB would otherwise take GBs).
-
-    torchvision's libpng/libjpeg decoders straight into a tensor are faster than Pillow for
-    shard-sized images (README, "Speed"), with identical pixels; Pillow handles the rest
-    (a colour conversion, e.g. RGB shards read as grayscale, or a format torchvision lacks) and
-    raises for an image that is really broken."""
-    if resolution is not None:
-        width, height = image_size(data)
-        if (width, height) != (resolution, resolution):
-            raise ValueError(f"image is {width}×{height} px, the shards are {resolution} px")
-    if decode_image is not None:
-        with contextlib.suppress(RuntimeError):
-            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-            if image.shape[0] == channels and image.dtype == torch.uint8:  # (16-bit PNG: no)
-                return image
-    with Image.open(io.BytesIO(data)) as pil:
-        mode = "L" if channels == 1 else "RGB"
-        array = np.array(pil if pil.mode == mode else pil.convert(mode), dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array).permute(2, 0, 1)
-
-
-def decode_sample(
-    sample: dict[str, Any],
-    channels: int,
-    transforms: Transforms | None = None,
-    seed: int = 0,
-    epoch: int = 0,
-    resolution: int | None = None,
-) -> dict[str, Any]:
-    """Raw tar members → ``{"image": uint8 [C,H,W], "key"}`` plus ``label`` / ``attrs`` /
-    ``target`` if present, after the random crop/flip (colour comes per batch in ``collate``);
-    images of another size than ``resolution`` are refused."""
-    key = sample["__key__"]
-    data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
-    if data is None:
-        raise ValueError(f"no image member (one of {', '.join(IMAGE_KEYS)})")
-    images = [_pixels(data, channels, resolution)]
-    target = next((sample[f"target.{k}"] for k in IMAGE_KEYS if f"target.{k}" in sample), None)
-    if target is not None:
-        images.append(_pixels(target, channels, resolution))
-    images = (transforms or Transforms()).geometry(images, seed, epoch, key)
-    out: dict[str, Any] = {"image": images[0], "key": key}
-    if target is not None:
-        out["target"] = images[1]
-    if "cls" in sample:
-        out["label"] = int(sample["cls"])
-    if "json" in sample:
-        extra = json.loads(sample["json"])
-        if "attrs" in extra:
-            out["attrs"] = torch.tensor(extra["attrs"], dtype=torch.float32)
-    return out
-
-
-def _check_against(item: dict[str, Any], info: DatasetInfo) -> None:
-    """What the manifest promises of every sample: a label in range, the attributes, the pair."""
-    classes = info.num_classes
-    if classes:
-        if "label" not in item:
-            raise ValueError(f"no .cls label (the shards have {classes} classes)")
-        if not 0 <= item["label"] < classes:
-            raise ValueError(f"label {item['label']} is outside 0–{classes - 1}")
-    attributes = len(info.attribute_names)
-    if attributes and ("attrs" not in item or item["attrs"].shape != (attributes,)):
-        raise ValueError(f"no .json attrs list of {attributes} values")
-    if info.paired and "target" not in item:
-        raise ValueError("no .target image (the shards hold pairs)")
 
 
 def _shuffled(items: Iterator[dict], bufsize: int, rng: random.Random) -> Iterator[dict]:
@@ -195,6 +73,24 @@ def _shuffled(items: Iterator[dict], bufsize: int, rng: random.Random) -> Iterat
         yield item
     rng.shuffle(buffer)
     yield from buffer
+
+
+def pieces_for(shards: list[dict[str, Any]], needed: int) -> list[dict[str, Any]]:
+    """What epoch mode deals to the ranks' workers: the shards themselves when there are at least
+    ``needed`` (ranks × workers), else each shard cut into up to ⌈needed / shards⌉ contiguous
+    sample ranges (``start``, ``count``), so that every rank × worker still reads a disjoint part
+    and the epoch still holds every sample once (a worker reads past the samples of its shard
+    that are not its own, without decoding them)."""
+    if len(shards) >= needed:
+        return list(shards)
+    cuts = -(-needed // len(shards))
+    pieces = []
+    for shard in shards:
+        parts = min(cuts, shard["count"])
+        bounds = [shard["count"] * i // parts for i in range(parts + 1)]
+        for start, stop in itertools.pairwise(bounds):
+            pieces.append({**shard, "start": start, "count": stop - start})
+    return pieces
 
 
 class ShardStream(IterableDataset):
@@ -240,14 +136,16 @@ class ShardStream(IterableDataset):
         # Set by ResumableLoader before the workers start: per logical worker (epoch, samples read)
         self.start_positions = [(0, 0)] * self.num_workers
         self.worker_offset = 0
-        needed = world_size * self.num_workers
-        if mode == "epoch" and len(self.manifest["shards"]) < needed:
-            raise ShardError(
-                f"'{self.shard_dir}' has {len(self.manifest['shards'])} shards but "
-                f"{world_size} ranks × {self.num_workers} loader workers need at least {needed}; "
-                f"lower data.num_workers, re-create the shards with more, smaller shards "
-                f"(--samples-per-shard), or use data.mode=resampled"
-            )
+        self.pieces = self.manifest["shards"]
+        if mode == "epoch":
+            self.pieces = pieces_for(self.manifest["shards"], world_size * self.num_workers)
+            if len(self.pieces) < world_size * self.num_workers:
+                total = sum(shard["count"] for shard in self.manifest["shards"])
+                raise ShardError(
+                    f"'{self.shard_dir}' holds {total} samples, fewer than {world_size} ranks × "
+                    f"{self.num_workers} loader workers; lower data.num_workers or use fewer "
+                    "processes"
+                )
 
     # -- which shards a worker reads in an epoch
     def worker_shards(self, epoch: int, worker: int) -> list[dict[str, Any]]:
@@ -256,8 +154,9 @@ class ShardStream(IterableDataset):
             rng = random.Random(f"{self.seed}/resampled/{epoch}/{self.rank}/{worker}")
             per_worker = max(1, len(shards) // (self.world_size * self.num_workers))
             return [rng.choice(shards) for _ in range(per_worker)]
-        random.Random(f"{self.seed}/shards/{epoch}").shuffle(shards)
-        return shards[self.rank :: self.world_size][worker :: self.num_workers]
+        pieces = list(self.pieces)
+        random.Random(f"{self.seed}/shards/{epoch}").shuffle(pieces)
+        return pieces[self.rank :: self.world_size][worker :: self.num_workers]
 
     def samples_in_epoch(self, epoch: int, worker: int) -> int:
         return sum(s["count"] for s in self.worker_shards(epoch, worker))
@@ -269,7 +168,10 @@ class ShardStream(IterableDataset):
     # -- the worker's stream
     def _raw_samples(self, shards: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for shard in shards:
-            for sample in iter_samples(self.shard_dir / shard["file"]):
+            samples = iter_samples(self.shard_dir / shard["file"])
+            if "start" in shard:  # a piece of a shard (see pieces_for)
+                samples = itertools.islice(samples, shard["start"], shard["start"] + shard["count"])
+            for sample in samples:
                 sample["__shard__"] = shard["file"]
                 yield sample
 

@@ -21,8 +21,8 @@ from torch import nn
 
 from distgan.augment import Augment, build_augment
 from distgan.config import Config
+from distgan.data.info import DatasetInfo
 from distgan.data.loader import TrainingData, resolve_loader_processes
-from distgan.data.stream import DatasetInfo
 from distgan.data.transforms import Transforms
 from distgan.engine.ema import make_ema, update_ema
 from distgan.engine.parallel import DDPStrategy, DeepSpeedStrategy, deepspeed_config_from_launch

@@ -65,7 +65,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from distgan.data.stream import DatasetInfo
+from distgan.data.info import DatasetInfo
 from distgan.errors import ConfigError
 from distgan.families.context import StepContext
 

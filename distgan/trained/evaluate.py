@@ -34,7 +34,7 @@ def evaluate_checkpoint(
     extractor: str | None = None,
 ) -> tuple[dict[str, float], dict[str, Any], Path | None]:
     """(figures keyed fid, kid, …, the protocol, the JSON file written on rank 0)."""
-    from distgan.data.stream import DatasetInfo
+    from distgan.data.info import DatasetInfo
     from distgan.engine.build import evaluating, to_device
     from distgan.engine.runtime import Precision, resolve_settings
 
@@ -125,8 +125,8 @@ def reference_statistics(
 ) -> Path:
     """Cache the features of the first ``n`` held-out images of ``shards`` for ``extractor``
     (the transforms and seed of the run of ``ckpt``, else the default recipe's); rank 0's path."""
+    from distgan.data.info import dataset_info
     from distgan.data.shards import read_manifest
-    from distgan.data.stream import dataset_info
     from distgan.engine.build import to_device
     from distgan.engine.runtime import resolve_settings
     from distgan.evaluation.base import all_reduce_sum

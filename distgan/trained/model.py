@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from distgan.config import Config
-from distgan.data.stream import DatasetInfo
+from distgan.data.info import DatasetInfo
 from distgan.engine import checkpoint
 from distgan.errors import ConfigError
 from distgan.families import build_family

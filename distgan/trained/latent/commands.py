@@ -89,8 +89,8 @@ class Shards:
     evaluation protocol's held-out order, with the run's transforms and seed."""
 
     def __init__(self, model: Model, args) -> None:
+        from distgan.data.info import dataset_info
         from distgan.data.shards import read_manifest
-        from distgan.data.stream import dataset_info
 
         self.cfg = model.cfg
         self.folder = protocol.shards_of(model.cfg, args.shards)
