@@ -110,8 +110,13 @@ class ShardStream(IterableDataset):
         mode: Mode = "epoch",
         transforms: Transforms | None = None,
         resolution: int | None = None,
+        colour_in_batches: bool = True,
     ) -> None:
+        """``colour_in_batches=False``: batches keep uint8 images (a quarter of float32's bytes
+        through shared memory and to the device), the consumer applies ``transforms.colour``
+        (the trainer does it on the device: distgan/engine/build.py)."""
         self.shard_dir = Path(shard_dir)
+        self.colour_in_batches = colour_in_batches
         self.manifest = read_manifest(self.shard_dir)
         if verify:
             verify_shards(self.shard_dir, self.manifest)
@@ -231,7 +236,7 @@ class ShardStream(IterableDataset):
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Decoded samples → one batch (the colour transform runs here, once per batch)."""
-        colour = self.transforms.colour
+        colour = self.transforms.colour if self.colour_in_batches else lambda images: images
         batch: dict[str, Any] = {
             "image": colour(torch.stack([it["image"] for it in items])),
             "key": [it["key"] for it in items],

@@ -84,6 +84,15 @@ class Transforms:
             images = [x.flip(-1) for x in images]
         return images
 
+    def colour_batch(self, batch: dict) -> dict:
+        """A batch of uint8 ``image`` (and ``target``) → the network's input, where it is (on
+        the device, for the trainer: images travel as uint8)."""
+        out = dict(batch)
+        for key in ("image", "target"):
+            if key in out and out[key].dtype == torch.uint8:
+                out[key] = self.colour(out[key])
+        return out
+
     def colour(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images ([C,H,W] or a batch [B,C,H,W]) → float network input (one op per batch)."""
         if self.grayscale and x.shape[-3] == 3:

@@ -90,10 +90,18 @@ class Run:
     def next_batches(self) -> list[dict[str, Any]]:
         """The next step's ``train.accumulate`` micro-batches on this rank's device, in the
         networks' memory format (data positions count micro-batches)."""
-        return [
-            self.settings.batch(to_device(next(self.data), self.device))
-            for _ in range(self.cfg.train.accumulate)
-        ]
+        return [self._on_device(next(self.data)) for _ in range(self.cfg.train.accumulate)]
+
+    def _on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A loader batch (uint8 images) on the device, colour-converted there (gray, L*a*b*,
+        [-1, 1]) and in the networks' memory format."""
+        batch = to_device(batch, self.device)
+        colour = transforms_of(self.cfg).colour_batch
+        if self.data is not None and self.data.named:
+            batch = {name: colour(stream) for name, stream in batch.items()}
+        else:
+            batch = colour(batch)
+        return self.settings.batch(batch)
 
     def set_learning_rates(self, phase: Phase) -> None:
         """Each trained network's lr at this step: a pure function of the step (exact resume)."""
@@ -172,6 +180,7 @@ def open_data(cfg: Config, accelerator: Accelerator) -> TrainingData:
         mode=d.mode,
         resolution=d.resolution,
         transforms=transforms_of(cfg),
+        colour_in_batches=False,  # uint8 to the device, converted there (Run.next_batches)
     )
 
 
