@@ -265,3 +265,16 @@ def test_fast_decoder_gives_pillows_pixels(fmt: str) -> None:
         got = _pixels(data, channels)
         assert got.dtype == torch.uint8 and got.shape == (channels, 16, 12)
         assert np.array_equal(got.permute(1, 2, 0).numpy().reshape(expected.shape), expected)
+
+
+def test_decode_threads_and_uint8_batches_never_change_the_data(shards: Path) -> None:
+    """Several decode threads per worker (data.decode_threads) read ahead but hand the samples
+    over in order; uint8 batches (colour_in_batches=False) convert to the same floats."""
+    plain = make_loader(shards, workers=2, processes=0)
+    threaded = make_loader(
+        shards, workers=2, processes=0, decode_threads=3, colour_in_batches=False
+    )
+    colour = threaded.stream.transforms.colour_batch
+    for (_, a), (_, b) in zip(take(plain, 8), take(threaded, 8), strict=True):
+        assert b["image"].dtype == torch.uint8 and a["key"] == b["key"]
+        assert torch.equal(colour(b)["image"], a["image"])

@@ -43,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=64, help="batch size (64)")
     parser.add_argument("--warmup", type=int, default=3, help="batches not timed (3)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per reader (3)")
+    parser.add_argument(
+        "--decode-threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the trainer's reader: uint8 batches (colour on the device) decoded by "
+        "N threads per worker (data.decode_threads)",
+    )
 
 
 # ----------------------------------------------------------------------------- the fixture
@@ -113,11 +121,14 @@ def imagefolder_batches(images: Path, size: int, batch: int, workers: int):
             yield images_
 
 
-def stream_batches(shards: Path, batch: int, workers: int):
+def stream_batches(shards: Path, batch: int, workers: int, threads: int = 1, colour: bool = True):
     from distgan.data.loader import ResumableLoader
     from distgan.data.stream import ShardStream
 
-    stream = ShardStream(shards, batch_size=batch, seed=0, num_workers=workers)
+    stream = ShardStream(
+        shards, batch_size=batch, seed=0, num_workers=workers, decode_threads=threads,
+        colour_in_batches=colour,
+    )  # fmt: skip
     loader = ResumableLoader(stream, workers)
     while True:
         yield next(loader)["image"]
@@ -166,6 +177,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "stream": stream_batches(shards, args.batch, args.workers),
             "imagefolder": imagefolder_batches(images, size, args.batch, args.workers),
         }
+        if args.decode_threads:
+            readers["trainer"] = stream_batches(
+                shards, args.batch, args.workers, args.decode_threads, colour=False
+            )
         figures = measure(readers, count, args.warmup, args.rounds)
     result = {
         "resolution": size,
@@ -173,6 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch,
         **figures,
         "ratio": figures["stream"]["images_per_s"] / figures["imagefolder"]["images_per_s"],
+        "decode_threads": args.decode_threads,
     }
     print_table(result)
     return result
@@ -189,10 +205,14 @@ def print_table(result: dict[str, Any]) -> None:
     table.add_column("reader")
     table.add_column("images/s (median)", justify="right")
     table.add_column("rounds", justify="right")
-    for name, key in (
-        ("distgan shard stream", "stream"),
-        ("ImageFolder + DataLoader", "imagefolder"),
-    ):
+    names = {
+        "stream": "distgan shard stream (float batches, 1 thread per worker)",
+        "imagefolder": "ImageFolder + DataLoader",
+        "trainer": f"trainer's stream (uint8 batches, {result['decode_threads']} decode threads)",
+    }
+    for key, name in names.items():
+        if key not in result:
+            continue
         row = result[key]
         rounds = " ".join(f"{r:.0f}" for r in row["rounds"])
         table.add_row(name, f"{row['images_per_s']:.0f}", rounds)

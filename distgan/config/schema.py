@@ -59,6 +59,11 @@ class DataConfig(_Section):
         description="processes reading them (divides num_workers; 0: the trainer; "
         "auto: by cores, never the data order)",
     )
+    decode_threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="threads decoding each reading process's images (auto: the rank's cores "
+        "shared by its loader processes; 1 on ranks with ≤ 2 cores); never the data order",
+    )
     shuffle_buffer: int = Field(1000, ge=1, description="samples held for shuffling per worker")
     verify: bool = Field(False, description="check every shard's sha256 against the manifest")
     mode: Literal["epoch", "resampled"] = Field(

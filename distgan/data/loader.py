@@ -153,6 +153,18 @@ def resolve_loader_processes(asked: int | str, num_workers: int, cores_per_rank:
     return int(asked)
 
 
+def resolve_decode_threads(asked: int | str, loader_processes: int, cores_per_rank: int) -> int:
+    """Threads decoding images in each process that reads (``data.decode_threads``). ``auto``:
+    the rank's cores shared by its reading processes (the trainer itself when 0), so a GPU rank
+    with many cores is fed by all of them; 1 where the cores are few and the compute threads
+    need them (the default job on 2 cores)."""
+    if asked != "auto":
+        return int(asked)
+    if cores_per_rank <= AUTO_INLINE_CORES:
+        return 1
+    return max(1, cores_per_rank // max(loader_processes, 1))
+
+
 class TrainingData:
     """The training streams of one rank. ``shards``: a folder (batches are the stream's dicts)
     or ``{name: folder}`` (batches are ``{name: dict}``, one batch of each stream per step)."""

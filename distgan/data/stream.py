@@ -40,10 +40,12 @@ pix2pix pair, transformed like ``image``).
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,12 +113,14 @@ class ShardStream(IterableDataset):
         transforms: Transforms | None = None,
         resolution: int | None = None,
         colour_in_batches: bool = True,
+        decode_threads: int = 1,
     ) -> None:
         """``colour_in_batches=False``: batches keep uint8 images (a quarter of float32's bytes
         through shared memory and to the device), the consumer applies ``transforms.colour``
         (the trainer does it on the device: distgan/engine/build.py)."""
         self.shard_dir = Path(shard_dir)
         self.colour_in_batches = colour_in_batches
+        self.decode_threads = decode_threads
         self.manifest = read_manifest(self.shard_dir)
         if verify:
             verify_shards(self.shard_dir, self.manifest)
@@ -214,9 +218,8 @@ class ShardStream(IterableDataset):
             for _ in range(read):  # already trained on: skip without decoding
                 next(samples, None)
             good = 0
-            for raw in samples:
+            for item in self._decoded(samples, epoch):
                 read += 1
-                item = self.decode(raw, epoch)
                 if item is None:
                     bad += 1
                     continue
@@ -233,6 +236,25 @@ class ShardStream(IterableDataset):
                     f"of '{self.shard_dir}' in epoch {epoch}; check them with data.verify=true"
                 )
             epoch, read = epoch + 1, 0
+
+    def _decoded(
+        self, samples: Iterator[dict[str, Any]], epoch: int
+    ) -> Iterator[dict[str, Any] | None]:
+        """Each raw sample decoded (None: undecodable), in order; with ``decode_threads`` > 1
+        decoded by that many threads a little ahead of the consumer (the decoders release the
+        GIL), so one logical worker uses several cores and the batches stay the same."""
+        if self.decode_threads <= 1:
+            for raw in samples:
+                yield self.decode(raw, epoch)
+            return
+        with ThreadPoolExecutor(self.decode_threads) as pool:
+            window: collections.deque = collections.deque()
+            for raw in samples:
+                window.append(pool.submit(self.decode, raw, epoch))
+                if len(window) >= 4 * self.decode_threads:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Decoded samples → one batch (the colour transform runs here, once per batch)."""

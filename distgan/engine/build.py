@@ -22,7 +22,7 @@ from torch import nn
 from distgan.augment import Augment, build_augment
 from distgan.config import Config
 from distgan.data.info import DatasetInfo
-from distgan.data.loader import TrainingData, resolve_loader_processes
+from distgan.data.loader import TrainingData, resolve_decode_threads, resolve_loader_processes
 from distgan.data.transforms import Transforms
 from distgan.engine.ema import make_ema, update_ema
 from distgan.engine.parallel import DDPStrategy, DeepSpeedStrategy, deepspeed_config_from_launch
@@ -163,7 +163,8 @@ def transforms_of(cfg: Config) -> Transforms:
 
 def open_data(cfg: Config, accelerator: Accelerator) -> TrainingData:
     """This rank's training streams (``data.shards``: one folder or named folders)."""
-    d = cfg.data
+    d, cores = cfg.data, cores_per_rank(accelerator)
+    processes = resolve_loader_processes(d.loader_processes, d.num_workers, cores)
     return TrainingData(
         d.shards,
         batch_size=cfg.train.batch_size,
@@ -171,9 +172,8 @@ def open_data(cfg: Config, accelerator: Accelerator) -> TrainingData:
         rank=accelerator.process_index,
         world_size=accelerator.num_processes,
         num_workers=d.num_workers,
-        loader_processes=resolve_loader_processes(
-            d.loader_processes, d.num_workers, cores_per_rank(accelerator)
-        ),
+        loader_processes=processes,
+        decode_threads=resolve_decode_threads(d.decode_threads, processes, cores),
         pin_memory=accelerator.device.type == "cuda",
         shuffle_buffer=d.shuffle_buffer,
         verify=d.verify,
