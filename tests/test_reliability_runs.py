@@ -8,7 +8,6 @@ Most runs here are in-process (``distgan.cli.main``): one tiny trained folder is
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import socket
@@ -316,4 +315,3 @@ def test_odd_run_folders_are_one_line(
     (aside,) = tmp_path.glob("copy.replaced-*")
     assert (aside / "checkpoints" / "step-00000002.pt").is_file()
     assert load(step_file(copy, 1))["step"] == 1
-    os.chdir(ROOT)
