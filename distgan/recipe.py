@@ -2,7 +2,8 @@
 family and the evaluators, in one place above them.
 
 :func:`load_recipe` (a recipe name or YAML path plus overrides: the CLI, ``distgan bench``, the
-tests) and :func:`recipe_from_dict` (the resolved configuration a checkpoint holds) both end in
+tests), :func:`recipe_from_dict` (a resolved configuration) and :func:`recipe_from_checkpoint`
+(the one a checkpoint holds: its family must be built-in unless allowed) all end in
 :func:`check_recipe`, which
 
 * validates the family's ``model:`` and ``loss:`` sections with its schemas, once, and puts the
@@ -19,9 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 from distgan.config import BEST, Config, parse_config, read_recipe, validate_section
-from distgan.errors import ConfigError
+from distgan.errors import CheckpointError, ConfigError
 from distgan.evaluation import check_metric
-from distgan.families import get_family
+from distgan.families import check_checkpoint_family, get_family
 
 
 def load_recipe(recipe: str, overrides: list[str] | None = None) -> Config:
@@ -33,6 +34,19 @@ def load_recipe(recipe: str, overrides: list[str] | None = None) -> Config:
 def recipe_from_dict(raw: dict[str, Any]) -> Config:
     """The configuration saved in a checkpoint (or any resolved mapping), checked."""
     return check_recipe(parse_config(raw))
+
+
+def recipe_from_checkpoint(state: dict[str, Any], source: object) -> Config:
+    """The configuration a checkpoint holds, checked; its family must be built-in unless
+    allowed (:func:`distgan.families.check_checkpoint_family`): the one way every command that
+    loads a checkpoint (sample, export, eval, colorize, translate, latent, ``distgan.load``)
+    gets its configuration."""
+    raw = state.get("config")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"checkpoint '{source}' holds no configuration mapping")
+    if isinstance(raw.get("family"), str):
+        check_checkpoint_family(raw["family"], source)
+    return recipe_from_dict(raw)
 
 
 def check_recipe(cfg: Config) -> Config:

@@ -75,7 +75,9 @@ def toy_recipe(path: Path, shards: dict[str, Path]) -> Path:
 
 
 @pytest.mark.slow
-def test_two_generator_family_resumes_bit_exactly_with_2_processes(tmp_path: Path) -> None:
+def test_two_generator_family_resumes_bit_exactly_with_2_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recipe = str(toy_recipe(tmp_path / "toy-cycle.yaml", domain_shards(tmp_path / "shards")))
 
     def args(run_dir: Path) -> list[str]:
@@ -116,6 +118,7 @@ def test_two_generator_family_resumes_bit_exactly_with_2_processes(tmp_path: Pat
         assert grid.size == (3 * 18 + 2, 3 * 18 + 2)
 
     # sampling translates held-out A images; a family without EMA samples its trained weights
+    monkeypatch.setenv("DISTGAN_ALLOW_PLUGINS", "plugins.toy_cycle")  # (a checkpoint names it)
     ckpt = str(reference / "checkpoints" / f"step-{STEPS:08d}.pt")
     out = tmp_path / "ab.npz"
     assert main(["sample", "--ckpt", ckpt, "--n", "4", "--out", str(out)]) == 0
@@ -125,9 +128,10 @@ def test_two_generator_family_resumes_bit_exactly_with_2_processes(tmp_path: Pat
 
 
 def test_asking_for_ema_weights_of_a_family_without_ema_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """(uses a checkpoint written by the 1-process engine, 2 steps)"""
+    monkeypatch.setenv("DISTGAN_ALLOW_PLUGINS", "plugins.toy_cycle")
     recipe = str(toy_recipe(tmp_path / "toy.yaml", domain_shards(tmp_path / "shards")))
     run(distgan_cmd("train", recipe, f"run.dir={tmp_path / 'r'}", "train.steps=2"))
     ckpt = str(tmp_path / "r" / "checkpoints" / "step-00000002.pt")

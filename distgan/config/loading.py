@@ -8,6 +8,7 @@ checks that need the family and the evaluators run above this package, in
 from __future__ import annotations
 
 import difflib
+import reprlib
 import typing
 from importlib import resources
 from pathlib import Path
@@ -54,8 +55,54 @@ def read_recipe(name: str, overrides: list[str] | None = None) -> dict[str, Any]
             f"recipe '{name}' is a YAML {type(raw).__name__}, not a mapping of sections "
             "(name, family, data, train, …)"
         )
+    check_expanded_size(raw, f"recipe '{name}'")
     raw.setdefault("name", path.stem if name.endswith((".yaml", ".yml")) else name)
     return apply_overrides(raw, overrides or [])
+
+
+# A recipe holds a few hundred values. YAML aliases (``*a``) share one node, so a file of 600
+# bytes can stand for 9⁹ values (a "billion laughs"): anything that walks it — an error message's
+# repr, a dump — would exhaust memory. Such a tree is refused before anything walks it.
+MAX_VALUES = 100_000
+
+
+def check_expanded_size(raw: Any, where: str) -> None:
+    """Refuse a tree that, with its shared (aliased) parts expanded, holds more than
+    ``MAX_VALUES`` values, or contains itself; counted in time proportional to its distinct
+    nodes."""
+    try:
+        size = _expanded_size(raw, {}, set())
+    except RecursionError:
+        size = MAX_VALUES + 1
+    if size > MAX_VALUES:
+        raise ConfigError(
+            f"{where} expands to more than {MAX_VALUES} values (or contains itself) through YAML "
+            "aliases (*name); refused: write the values out"
+        )
+
+
+def _expanded_size(value: Any, memo: dict[int, int], open_nodes: set[int]) -> int:
+    if not isinstance(value, dict | list | tuple):
+        return 1
+    key = id(value)
+    if key in memo:
+        return memo[key]
+    if key in open_nodes:
+        return MAX_VALUES + 1  # a node inside itself (``&a [*a]``)
+    open_nodes.add(key)
+    total = 1
+    for item in value.values() if isinstance(value, dict) else value:
+        total += _expanded_size(item, memo, open_nodes)
+        if total > MAX_VALUES:
+            break
+    open_nodes.discard(key)
+    memo[key] = total
+    return total
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxdict, _BRIEF.maxtuple = 3, 6, 6, 6
+_BRIEF.maxstring, _BRIEF.maxother = 80, 80
 
 
 # --------------------------------------------------------------------------- validation
@@ -92,9 +139,9 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], prefi
         return f"missing key '{key}'"
     if first["type"] == "value_error" and isinstance(first.get("input"), dict):
         return str(first["msg"]).removeprefix("Value error, ")  # a whole-section check
-    given = first.get("input")
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"bad value for '{key}': {given!r} — {message}"
+    given = _BRIEF.repr(first.get("input"))  # bounded: the value may be huge
+    message = str(first["msg"]).removeprefix("Value error, ")[:300]
+    return f"bad value for '{key}': {given} — {message}"
 
 
 def _apply_shorthands(raw: dict[str, Any]) -> None:
@@ -124,6 +171,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     ``loss:`` stay mappings until :func:`distgan.recipe.check_recipe` hands them to the family."""
     if not isinstance(raw, dict):
         raise ConfigError(f"a recipe is a YAML mapping of sections, not {type(raw).__name__}")
+    check_expanded_size(raw, "the configuration")  # (also a checkpoint's)
     _apply_shorthands(raw)
     return validate_section(Config, raw, "")
 

@@ -39,6 +39,18 @@ class _Section(BaseModel):
 
 class RunConfig(_Section):
     dir: str = Field("runs/{name}", description="run folder; {name} is the recipe name")
+
+    @field_validator("dir")
+    @classmethod
+    def _only_name_placeholder(cls, value: str) -> str:
+        try:
+            value.format(name="name")
+        except (KeyError, IndexError, ValueError, AttributeError):
+            raise ValueError(
+                "the only placeholder run.dir may hold is {name} (write other braces twice: {{ }})"
+            ) from None
+        return value
+
     keep_last: int = Field(3, ge=1, description="checkpoints kept in run.dir/checkpoints")
     overwrite: bool = Field(
         False,

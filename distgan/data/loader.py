@@ -6,6 +6,8 @@ unpaired domains ``{A: DIR, B: DIR}``, each with its own workers and position).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import signal
 import weakref
@@ -43,6 +45,9 @@ class ResumableLoader:
     def __init__(self, stream: ShardStream, processes: int, pin_memory: bool = False) -> None:
         """``processes``: loader processes playing the stream's logical workers (0: this one)."""
         self.stream = stream
+        # the shards themselves, as their manifest describes them (counts, sha256 of each shard)
+        manifest = json.dumps(stream.manifest, sort_keys=True).encode()
+        self.manifest_hash = hashlib.sha256(manifest).hexdigest()[:16]
         self.processes = processes
         self.pin_memory = pin_memory
         self.consumed = [0] * stream.num_workers
@@ -101,6 +106,7 @@ class ResumableLoader:
     def _fingerprint(self) -> dict[str, Any]:
         s = self.stream
         return {
+            "manifest": self.manifest_hash,
             "num_workers": s.num_workers,
             "batch_size": s.batch_size,
             "world_size": s.world_size,
@@ -119,6 +125,14 @@ class ResumableLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         expected = self._fingerprint()
+        if state.get("manifest", expected["manifest"]) != expected["manifest"]:
+            log.warning(
+                "the shards in '%s' changed since the checkpoint (their manifest.json differs): "
+                "the data order restarts from the beginning",
+                self.stream.shard_dir,
+            )
+            return
+        expected.pop("manifest")  # (older checkpoints have none)
         changed = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
         if changed or "positions" not in state:
             what = ", ".join(f"{k} {old}→{new}" for k, (old, new) in changed.items())

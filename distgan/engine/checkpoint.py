@@ -11,8 +11,9 @@ A checkpoint holds everything an exact resume needs, in one versioned schema (``
 * ``run_state``: the run-wide state of the family and the augmentation stage (equal on every
   rank, saved once; engine/run_state.py);
 * ``step``, ``images_seen``, the resolved ``config``, ``data_info`` (each stream's shape, so
-  ``distgan sample`` needs no shards), the W&B run id, and the ``run_id`` of its lineage (and the
-  ``parent`` checkpoint of a run continued in another folder; see engine/rundir.py).
+  ``distgan sample`` needs no shards), the W&B run id, the ``run_id`` of its lineage (and the
+  ``parent`` of a child lineage), and the ``folder`` it was written in (path and inode: a copied
+  folder starts a child lineage; see engine/lineage.py).
 
 It is written by rank 0 to ``<name>.tmp``, fsynced and renamed, so a crash never leaves a half
 file under a checkpoint's name; a failed write (a full disk) removes the temporary file, leaves
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list
 
-from distgan.engine import run_state
+from distgan.engine import lineage, resume_checks, run_state
 from distgan.engine.runtime import check_ranks_in_sync, gather, gather_to_main
 from distgan.errors import CheckpointError, TrainingDiverged
 
@@ -123,12 +124,12 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
 
 def prune(run_dir: Path, keep_last: int, run_id: str) -> None:
     """Keep the newest ``keep_last`` checkpoints of the lineage ``run_id`` (others stay)."""
-    mine = [p for p in list_checkpoints(run_dir) if _run_id_of(p) == run_id]
+    mine = [p for p in list_checkpoints(run_dir) if run_id_of(p) == run_id]
     for old in mine[:-keep_last]:
         old.unlink(missing_ok=True)
 
 
-def _run_id_of(path: Path) -> str | None:
+def run_id_of(path: Path) -> str | None:
     """A checkpoint's lineage, read cheaply (memory-mapped: its tensors are not read)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("run_id")
@@ -252,6 +253,7 @@ def collect(run: Run) -> dict[str, Any] | None:
         "wandb_id": run.wandb_id,
         "run_id": run.run_id,
         "parent": run.parent,
+        "folder": lineage.folder_identity(run.cfg.run_dir),  # tells a copied folder (lineage.py)
     }
 
 
@@ -266,9 +268,11 @@ def restore(run: Run, state: dict[str, Any], source: Path) -> None:
         for name, module in all_networks(run).items():
             module.load_state_dict(state["networks"][name])
     except (KeyError, RuntimeError) as err:
+        detail = resume_checks.describe_mismatch(all_networks(run), state, run.cfg)
         raise CheckpointError(
             f"checkpoint '{source}' does not fit recipe '{run.cfg.name}' "
-            f"({str(err).splitlines()[0][:120]}); use another run.dir or resume=never"
+            f"({detail or str(err).splitlines()[0][:120]}); resume with the checkpoint's "
+            "settings, or use another run.dir or resume=never"
         ) from None
     sharded = state["sharded"]
     if sharded != run.strategy.sharded or (sharded and len(state["optimizers"]) != run.world):

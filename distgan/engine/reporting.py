@@ -2,8 +2,9 @@
 
 * Console: a rich progress bar on a terminal; plain lines every ``log.every`` steps otherwise
   (CI logs, SLURM output files).
-* W&B: ``auto`` = online when logged in, else offline (with a hint about ``wandb sync``); the
-  run id lives in the checkpoint, so a resumed run continues the same W&B run.
+* W&B: ``auto`` = online when logged in and the W&B server answers within 3 s, else offline
+  (with a hint about ``wandb sync``); the run id lives in the checkpoint, so a resumed run
+  continues the same W&B run.
 * Files in ``run.dir``: ``metrics.jsonl`` (every logged scalar), ``samples/step-XXXXXXXX.png``
   and, at the end, ``loss.png``.
 """
@@ -13,10 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from rich.console import Console
@@ -40,14 +44,45 @@ def resolve_wandb_mode(setting: str) -> tuple[str, str | None]:
     env = os.environ.get("WANDB_MODE")
     if env in ("online", "offline", "disabled"):
         return env, None
-    from distgan.engine.wandb_offline import logged_in
+    from distgan.engine.wandb_offline import base_url, logged_in
 
     if logged_in():
-        return "online", None
+        unreachable = unreachable_host(base_url())
+        if unreachable is None:
+            return "online", None
+        return "offline", (
+            f"W&B: {unreachable}, logging offline; upload later with `wandb sync <run.dir>/wandb/"
+            "offline-run-*`"
+        )
     return "offline", (
         "W&B: not logged in, logging offline; upload later with `wandb sync <run.dir>/wandb/"
         "offline-run-*` (or `wandb login` before training)"
     )
+
+
+def unreachable_host(url: str, timeout: float = 3.0) -> str | None:
+    """None if a TCP connection to the W&B server of ``url`` opens within ``timeout`` seconds,
+    else why not (one phrase). Online W&B on a node without network stalls for minutes before
+    it fails; ``auto`` asks this first. Name resolution runs in a thread, so it is bounded too."""
+    parts = urlsplit(url)
+    host = parts.hostname or "api.wandb.ai"
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome.append(None)
+        except OSError as err:
+            outcome.append(err.strerror or str(err) or type(err).__name__)
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout + 0.5)
+    if outcome and outcome[0] is None:
+        return None
+    why = outcome[0] if outcome else f"no answer within {timeout:g} s"
+    return f"{host}:{port} is unreachable ({why})"
 
 
 class RunLogger:
@@ -148,8 +183,9 @@ class RunLogger:
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         path = self.run_dir / "metrics.jsonl"
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW  # a planted link: refused
         try:
-            with open(path, "a") as f:
+            with os.fdopen(os.open(path, flags, 0o644), "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as err:
             self._write_failed(path, err)

@@ -10,7 +10,12 @@
   run refuses unless ``run.overwrite=true``, which first moves the old run aside to
   ``<run.dir>.replaced-<time>``. If checkpoints exist but none is usable, the run refuses to start
   rather than silently starting again from step 0. A run continued from another folder's
-  checkpoint is a new lineage and a new W&B run, which records its parent.
+  checkpoint, or in a copied folder, is a new lineage and a new W&B run, which records its parent
+  (engine/lineage.py). A ``best.pt`` or ``metrics.jsonl`` of another run is set aside under a
+  name of its own with a warning, never adopted and never deleted.
+* **No links followed.** ``.lock`` is opened with ``O_NOFOLLOW`` and ``config.yaml`` (like
+  ``metrics.jsonl`` when trimmed) is written to a temporary file and renamed over, so a symbolic
+  link planted in the folder never has its target overwritten.
 
 Decisions are taken on rank 0 and shared, so every rank raises the same one-line error.
 """
@@ -18,14 +23,16 @@ Decisions are taken on rank 0 and shared, so every rank raises the same one-line
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
+import logging
 import os
+import re
 import shutil
 import socket
+import tempfile
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +41,13 @@ from accelerate.utils import broadcast_object_list
 
 from distgan import errors
 from distgan.config import Config
-from distgan.engine import checkpoint
+from distgan.engine import checkpoint, lineage, resume_checks
+from distgan.engine.lineage import Plan
 from distgan.errors import CheckpointError, ConfigError, DistganError
 
+log = logging.getLogger("distgan")
 
-@dataclass
-class Plan:
-    """How a run starts: fresh, or from ``source``; its lineage and W&B run."""
-
-    run_id: str
-    source: Path | None = None
-    parent: dict[str, Any] | None = None  # a run continued from another folder's checkpoint
-    same_wandb_run: bool = False  # continue the source's W&B run (its own folder only)
+__all__ = ["Plan", "RunDirLock", "prepare", "trim_metrics", "write_replacing"]
 
 
 class RunDirLock:
@@ -53,10 +55,17 @@ class RunDirLock:
 
     def __init__(self, run_dir: Path) -> None:
         path = run_dir / ".lock"
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            self.file = open(path, "a+")  # noqa: SIM115 — held open for the whole run
+            descriptor = os.open(path, flags, 0o644)
         except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise DistganError(
+                    f"run.dir '{run_dir}': '.lock' is a symbolic link; refused (distgan never "
+                    "writes through a link in a run folder): remove it"
+                ) from None
             raise DistganError(f"run.dir '{run_dir}' is not writable ({err.strerror})") from None
+        self.file = os.fdopen(descriptor, "r+")  # held open for the whole run
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -67,16 +76,23 @@ class RunDirLock:
                 f"run.dir '{run_dir}' is in use by another trainer ({holder}); wait for it to "
                 "finish or use another run.dir"
             ) from None
-        self.file.seek(0)
-        self.file.truncate()
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        self.file.write(f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n")
-        self.file.flush()
+        try:
+            self.file.seek(0)
+            self.file.truncate()
+            self.file.write(f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n")
+            self.file.flush()
+        except OSError as err:  # a full disk, a quota
+            self.release()
+            raise DistganError(
+                f"could not write '{path}' ({err.strerror or err}); free space on its disk"
+            ) from None
 
     def release(self) -> None:
         if not self.file.closed:
             fcntl.flock(self.file, fcntl.LOCK_UN)
-            self.file.close()
+            with contextlib.suppress(OSError):  # (a buffered write that failed is dropped)
+                self.file.close()
 
     def __enter__(self) -> RunDirLock:
         return self
@@ -98,6 +114,7 @@ def prepare(
             for half_written in checkpoint.checkpoint_dir(run_dir).glob("*.pt.tmp"):
                 half_written.unlink()  # left by a trainer killed while writing (we hold the lock)
             plan = _decide(cfg, run_dir)
+            _set_aside_foreign_best(run_dir, plan.run_id)
         except DistganError as err:
             failure = (type(err).__name__, str(err))
             if lock is not None:
@@ -132,29 +149,37 @@ def _decide(cfg: Config, run_dir: Path) -> Plan:
                 "is moved aside)"
             )
         path, state = found
-        return Plan(state.get("run_id") or _new_id(), path, same_wandb_run=True)
+        resume_checks.check_steps(cfg, state, path)
+        return lineage.plan_for(path, state, run_dir)
     if cfg.resume not in ("auto", "never"):
-        source = Path(cfg.resume)
-        if source.resolve().parent == checkpoint.checkpoint_dir(run_dir).resolve():
-            state = checkpoint.load(source)  # its own folder: the same lineage and W&B run
-            return Plan(state.get("run_id") or _new_id(), source, same_wandb_run=True)
-        state = checkpoint.load(source)
-        parent = {
-            "checkpoint": str(source),
-            "run_id": state.get("run_id"),
-            "wandb_id": state.get("wandb_id"),
-            "step": state["step"],
-        }
-        _make_room(cfg, run_dir, existing)
-        return Plan(_new_id(), source, parent=parent)
+        source, state = _resume_source(Path(cfg.resume))
+        resume_checks.check_steps(cfg, state, source)
+        if not lineage.in_folder(source, run_dir):
+            _make_room(cfg, run_dir, existing)
+        return lineage.plan_for(source, state, run_dir)
     _make_room(cfg, run_dir, existing)
-    return Plan(_new_id())
+    return Plan(lineage.new_id())
+
+
+def _resume_source(path: Path) -> tuple[Path, dict[str, Any]]:
+    """``resume=`` a checkpoint file, or a run folder (its newest usable checkpoint)."""
+    if not path.is_dir():
+        return path, checkpoint.load(path)
+    folder = path.parent if path.name == "checkpoints" else path
+    found = checkpoint.latest_valid(folder)
+    if found is None:
+        raise CheckpointError(
+            f"resume={path}: no usable checkpoint in '{checkpoint.checkpoint_dir(folder)}'; give "
+            "a step-*.pt file or a run folder that has one"
+        )
+    return found
 
 
 def _make_room(cfg: Config, run_dir: Path, existing: list[Path]) -> None:
     """A fresh lineage needs a folder without another run's checkpoints: refuse, or with
     ``run.overwrite=true`` move the old run aside. Without checkpoints, an abandoned run's
-    metrics are restarted (there is nothing to continue)."""
+    ``metrics.jsonl`` is renamed (with a warning), never deleted."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     if existing:
         if not cfg.run.overwrite:
             raise ConfigError(
@@ -162,16 +187,68 @@ def _make_room(cfg: Config, run_dir: Path, existing: list[Path]) -> None:
                 f"{existing[-1].name}); continue it with resume=auto, use another run.dir, or "
                 "replace it with run.overwrite=true (the old run is moved aside)"
             )
-        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-        aside.mkdir()
-        for item in run_dir.iterdir():
-            if item.name != ".lock":
-                shutil.move(str(item), aside / item.name)
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        folder = run_dir.resolve()  # (run.dir=. has no name to put a suffix on)
+        if not folder.name:
+            raise ConfigError(f"run.dir '{run_dir}' is the file system's root; choose a folder")
+        aside = folder.with_name(f"{folder.name}.replaced-{stamp}")
+        try:
+            aside.mkdir()
+            for item in folder.iterdir():
+                if item.name != ".lock":
+                    shutil.move(str(item), aside / item.name)
+        except OSError as err:
+            raise DistganError(
+                f"could not move the old run in '{run_dir}' aside to '{aside}' "
+                f"({err.strerror or err}); move it yourself or use another run.dir"
+            ) from None
+        log.warning("run.overwrite=true: the old run of '%s' is now in '%s'", run_dir, aside)
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size:
+        kept = run_dir / f"metrics.replaced-{stamp}.jsonl"
+        os.replace(metrics, kept)
+        log.warning(
+            "'%s' held the metrics of an earlier run without checkpoints: kept as %s",
+            metrics,
+            kept.name,
+        )
+    metrics.unlink(missing_ok=True)
 
 
-def _new_id() -> str:
-    return uuid.uuid4().hex[:12]
+def _set_aside_foreign_best(run_dir: Path, run_id: str) -> None:
+    """``checkpoints/best.pt`` is the best of this lineage only: one of another run (an older
+    run in this folder, the original of a copied folder) is renamed ``best-<its run_id>.pt``."""
+    best = checkpoint.checkpoint_dir(run_dir) / "best.pt"
+    if not best.is_file():
+        return
+    owner = checkpoint.run_id_of(best)
+    if owner == run_id:
+        return
+    name = re.sub(r"[^A-Za-z0-9_-]", "", str(owner or "unknown"))[:40] or "unknown"
+    aside = best.with_name(f"best-{name}.pt")
+    if aside.exists():
+        aside = best.with_name(f"best-{name}-{time.strftime('%Y%m%d-%H%M%S')}.pt")
+    os.replace(best, aside)
+    log.warning(
+        "%s is the best checkpoint of run %s, not of this run (%s): kept as %s; this run keeps "
+        "its own best.pt",
+        best,
+        owner,
+        run_id,
+        aside.name,
+    )
+
+
+def write_replacing(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename: a symbolic link planted at
+    ``path`` is replaced, its target never written."""
+    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def trim_metrics(run_dir: Path, step: int) -> None:
@@ -182,9 +259,7 @@ def trim_metrics(run_dir: Path, step: int) -> None:
     lines = path.read_text().splitlines(keepends=True)
     kept = [ln for ln in lines if 0 <= _step_of(ln) <= step]
     if len(kept) != len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
+        write_replacing(path, "".join(kept))
 
 
 def _step_of(line: str) -> int:

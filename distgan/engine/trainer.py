@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from distgan.config import Config, parse_duration, to_yaml
-from distgan.engine import checkpoint, rundir
+from distgan.engine import checkpoint, resume_checks, rundir
 from distgan.engine.actions import Evaluate, LogScalars, Preview, SaveCheckpoint
 from distgan.engine.build import Run, build_run, start_processes
 from distgan.engine.reporting import RunLogger, setup_console_logging
@@ -91,6 +91,8 @@ def resume(run: Run, plan: rundir.Plan) -> None:
     if plan.source is None:
         return
     state = checkpoint.load(plan.source)
+    if run.is_main:
+        resume_checks.report(run.cfg, state)  # what changed since the checkpoint, one line each
     checkpoint.restore(run, state, plan.source)
     if plan.same_wandb_run:
         run.wandb_id = state.get("wandb_id")
@@ -105,7 +107,7 @@ def open_reporter(run: Run, parallel: str | None) -> RunLogger:
     cfg, t = run.cfg, run.cfg.train
     if run.is_main:
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        (cfg.run_dir / "config.yaml").write_text(to_yaml(cfg))
+        rundir.write_replacing(cfg.run_dir / "config.yaml", to_yaml(cfg))  # (never via a link)
     reporter = RunLogger(
         active=run.is_main,
         run_dir=cfg.run_dir,

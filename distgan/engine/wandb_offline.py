@@ -46,6 +46,13 @@ def logged_in() -> bool:
     return auth is not None
 
 
+def base_url() -> str:
+    """The W&B server wandb.init would talk to (``WANDB_BASE_URL``, settings, the default)."""
+    from wandb.sdk import wandb_setup
+
+    return str(wandb_setup.singleton().settings.base_url)
+
+
 def _records(path: Path) -> list[bytes]:
     """Reassemble the serialized Record protos of a `.wandb` log; a torn tail is dropped."""
     data = path.read_bytes()

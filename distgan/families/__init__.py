@@ -8,9 +8,10 @@ contract: distgan/families/base.py). Modules starting with ``_`` hold code share
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 
-from distgan.errors import ConfigError
+from distgan.errors import CheckpointError, ConfigError
 from distgan.families.base import NEEDS, Family, FamilySections, Nets, Phase, RunFacts, StepContext
 
 
@@ -20,6 +21,27 @@ def family_names() -> list[str]:
     modules = pkgutil.iter_modules(pkg.__path__)
     contract = {"base", "context"}  # the contract's modules, not families
     return sorted(m.name for m in modules if m.name not in contract and not m.name.startswith("_"))
+
+
+PLUGINS_ENV = "DISTGAN_ALLOW_PLUGINS"
+
+
+def check_checkpoint_family(name: str, source: object) -> None:
+    """A checkpoint is data, not code: it may name a built-in family; a module path only when
+    ``$DISTGAN_ALLOW_PLUGINS`` lists it (comma-separated), since importing a module runs it.
+    Every path that builds a family from a checkpoint's configuration calls this first
+    (:func:`distgan.recipe.recipe_from_checkpoint`). Recipes are trusted code: training from a
+    recipe that names a module path imports it, and so does resuming it (the recipe names the
+    family; a checkpoint's own ``config.family`` is never imported by a resume)."""
+    if name in family_names():
+        return
+    allowed = {module.strip() for module in os.environ.get(PLUGINS_ENV, "").split(",")}
+    if name in allowed:
+        return
+    raise CheckpointError(
+        f"checkpoint '{source}' names family '{name}', which is not a built-in family: loading "
+        f"it would import (run) that module; if you trust it, allow it with {PLUGINS_ENV}={name}"
+    )
 
 
 def get_family(name: str) -> type[Family]:
@@ -75,4 +97,14 @@ def build_family(cfg, data: dict) -> Family:
     return family(FamilySections(model=cfg.model, loss=cfg.loss), facts, data)
 
 
-__all__ = ["Family", "Nets", "Phase", "StepContext", "build_family", "family_names", "get_family"]
+__all__ = [
+    "PLUGINS_ENV",
+    "Family",
+    "Nets",
+    "Phase",
+    "StepContext",
+    "build_family",
+    "check_checkpoint_family",
+    "family_names",
+    "get_family",
+]

@@ -27,7 +27,7 @@ from distgan.engine import checkpoint
 from distgan.errors import ConfigError
 from distgan.families import build_family
 from distgan.families.base import Batch, Family, LatentLayer, Nets
-from distgan.recipe import recipe_from_dict
+from distgan.recipe import recipe_from_checkpoint
 
 WEIGHTS = ("ema", "raw")
 Labels = int | Sequence[int] | torch.Tensor | None
@@ -226,7 +226,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", weights: str | No
         path, state = found
     else:
         state = checkpoint.load(path)
-    cfg = recipe_from_dict(state["config"])
+    cfg = recipe_from_checkpoint(state, path)  # a built-in family unless allowed
     family = build_family(
         cfg, {name: DatasetInfo(**info) for name, info in state["data_info"].items()}
     )
