@@ -9,6 +9,9 @@
   pixel), never by clipping RGB, so the output keeps the input's L* up to uint8 rounding.
 * Translate: the image is resized to the model's resolution, translated (``--direction``), and
   resized back to the input's size (bilinear). Tiling at full resolution is not done.
+* Outputs are checked before any work: never an input (even with ``--force``), never an existing
+  file without ``--force``; images above :data:`WHOLE_IMAGE_PIXELS` are colorized in row bands;
+  a file that runs out of memory or cannot be written is named and skipped, the others go on.
 """
 
 from __future__ import annotations
