@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True)
     p.add_argument("images", nargs="+", metavar="IMG", help="image files of any size and mode")
     p.add_argument("--out", required=True, help="folder for OUT/<input stem>.png")
+    p.add_argument("--force", action="store_true", help="replace existing OUT/<stem>.png files")
     p.set_defaults(func=handler("distgan.trained.files", "colorize_command"))
 
     p = sub.add_parser("translate", help="translate images with a pix2pix/CycleGAN checkpoint")
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMG", help="image files of any size and mode")
     p.add_argument("--out", required=True, help="folder for OUT/<input stem>.png")
     p.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
+    p.add_argument("--force", action="store_true", help="replace existing OUT/<stem>.png files")
     p.set_defaults(func=handler("distgan.trained.files", "translate_command"))
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: FID, KID, IS, PR, digits")

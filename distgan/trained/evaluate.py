@@ -6,7 +6,9 @@ Both follow the evaluation protocol of training (distgan/evaluation/protocol.py:
 held-out samples, the same noise for each sample on any number of processes) with the run's
 precision and memory format, so they reproduce the figures the run logged at that step. The
 figures, with their protocol (extractor and its sha256, N, resize, reference shards, seeding), are
-printed as a table (``--json``: JSON) and written to ``<run>/eval/step-N.json``.
+printed as a table (``--json``: JSON) and then written to ``<run>/eval/step-N.json``, where <run>
+is the folder of the checkpoint given (``<run>/checkpoints/step-N.pt``), never the ``run.dir``
+recorded in it: a moved or copied run is evaluated into itself, the original left alone.
 """
 
 from __future__ import annotations
@@ -75,13 +77,34 @@ def evaluate_checkpoint(
         **protocol.describe(cfg, world),
         "extractors": extractors,
     }
-    out = None
-    if state.is_main_process:
-        out = cfg.run_dir / "eval" / f"step-{model.step:08d}.json"
+    out = run_folder_of(ckpt) / "eval" / f"step-{model.step:08d}.json"
+    _close(state)
+    return figures, recorded, out if state.is_main_process else None
+
+
+def run_folder_of(ckpt: str | Path) -> Path:
+    """The run folder holding the checkpoint ``ckpt`` names: ``RUN`` for ``RUN/checkpoints/
+    step-N.pt``, ``RUN/checkpoints`` or ``RUN``; a loose file's own folder."""
+    path = Path(ckpt)
+    if path.is_dir():
+        return path.parent if path.name == "checkpoints" else path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def write_figures(out: Path, figures: dict[str, float], recorded: dict[str, Any]) -> bool:
+    """``out`` as JSON; a folder that cannot be written is warned about once (the figures are
+    already printed)."""
+    try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"figures": figures, "protocol": recorded}, indent=1) + "\n")
-    _close(state)
-    return figures, recorded, out
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        print(
+            f"distgan: warning: could not write {out} ({reason}); the figures are above",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 def _open():
@@ -176,6 +199,7 @@ def eval_command(args: argparse.Namespace) -> int:
     )
     if main_process:
         shown = {**figures, "protocol": recorded}
-        print(json.dumps(shown, indent=1) if args.json else table(figures, recorded))
-        print(f"distgan: wrote {out}", file=sys.stderr)
+        print(json.dumps(shown, indent=1) if args.json else table(figures, recorded), flush=True)
+        if write_figures(out, figures, recorded):
+            print(f"distgan: wrote {out}", file=sys.stderr)
     return 0

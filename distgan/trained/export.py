@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from distgan.errors import ConfigError
-from distgan.trained.model import Model, load
+from distgan.trained.model import Model, load, refuse_non_finite
 
 
 def export_tensors(
@@ -35,6 +35,7 @@ def export_tensors(
             modules[name] = model.networks[name]
         if weights in ("ema", "both") and name in model.ema:
             modules[f"{name}_ema"] = model.ema[name]
+    refuse_non_finite(model.path or "--ckpt", modules)
     tensors = {
         f"{key}.{param}": value.contiguous()
         for key, module in modules.items()
@@ -60,7 +61,7 @@ def export_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".safetensors":
         raise ConfigError(f"--out {out}: use a .safetensors file name")
-    model = load(args.ckpt)
+    model = load(args.ckpt, weights="raw" if args.weights == "raw" else None)
     names = args.nets.split(",") if args.nets else list(model.family.inference)
     tensors, metadata = export_tensors(model, names, args.weights)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,8 @@ class Model:
     """A family and its trained networks (eval mode, no grad) on ``device``; ``weights`` picks
     the EMA copies or the trained weights that outputs come from (default: EMA where kept)."""
 
+    path: Path | None = None  # the checkpoint file it was loaded from
+
     def __init__(
         self,
         cfg: Config,
@@ -181,8 +183,12 @@ class Model:
             raise ConfigError(f"recipe {self.cfg.name} is not class-conditional: drop labels")
         labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
         labels = labels.expand(n) if len(labels) == 1 else labels
-        if len(labels) != n or not ((labels >= 0) & (labels < self.num_classes)).all():
-            raise ConfigError(f"labels: {n} values in 0–{self.num_classes - 1}")
+        classes = f"this model's classes are 0–{self.num_classes - 1}"
+        if len(labels) != n:
+            raise ConfigError(f"labels: give one class or {n}, not {len(labels)} ({classes})")
+        outside = labels[(labels < 0) | (labels >= self.num_classes)]
+        if len(outside):
+            raise ConfigError(f"label {outside[0].item()}: {classes}")
         return labels
 
 
@@ -244,4 +250,36 @@ def load(path: str | Path, device: str | torch.device = "cpu", weights: str | No
         ) from None
     for module in [*networks.values(), *ema.values()]:
         module.to(device).eval().requires_grad_(False)
-    return Model(cfg, family, networks, ema, state, weights, device)
+    model = Model(cfg, family, networks, ema, state, weights, device)
+    model.path = Path(path)
+    used = {}  # the networks outputs come from, by their names in the checkpoint
+    for name in family.inference:
+        if model.weights == "ema" and name in ema:
+            used[f"{name}_ema"] = ema[name]
+        else:
+            used[name] = networks[name]
+    refuse_non_finite(path, used)
+    return model
+
+
+def refuse_non_finite(path: str | Path, modules: dict[str, nn.Module]) -> None:
+    """One line naming the networks (by their names in the checkpoint) whose weights hold inf
+    or NaN: outputs from them would be garbage, written without complaint."""
+    bad = [
+        name
+        for name, module in modules.items()
+        if not all(
+            t.isfinite().all() for t in module.state_dict().values() if t.is_floating_point()
+        )
+    ]
+    if not bad:
+        return
+    raw = all(name.endswith("_ema") for name in bad)
+    hint = (
+        "use --weights raw (the trained weights) or an earlier checkpoint"
+        if raw
+        else ("use an earlier checkpoint")
+    )
+    raise checkpoint.CheckpointError(
+        f"checkpoint '{path}': the weights of {', '.join(bad)} are not finite (inf/NaN); {hint}"
+    )

@@ -17,6 +17,18 @@ from distgan.errors import ConfigError
 from distgan.evaluation import protocol
 from distgan.trained.latent import figures, space
 from distgan.trained.model import Model, load
+from distgan.trained.outputs import check_fits, check_out, save_npz
+
+GRIDS = (".png", ".jpg", ".jpeg")
+# what each tool writes (checked before the model is loaded)
+OUT_SUFFIXES = {
+    "interpolate": (*GRIDS, ".npz"),
+    "attribute": (".npz",),
+    "arithmetic": (*GRIDS, ".npz"),
+    "traverse": (".png",),
+    "histogram": (".png", ".pdf", ".svg"),
+    "tsne": (".png", ".pdf", ".svg"),
+}
 
 
 def _ints(text: str) -> list[int]:
@@ -81,7 +93,14 @@ def add_parser(sub) -> None:
 
 
 def _model(args: argparse.Namespace) -> Model:
-    return load(args.ckpt, args.device, args.weights)
+    """The model of ``--ckpt``, once ``--out`` is known to be a file name the tool writes."""
+    suffixes = OUT_SUFFIXES[args.tool]
+    check_out(Path(args.out), suffixes, "/".join(suffixes))
+    model = load(args.ckpt, args.device, args.weights)
+    label = getattr(args, "label", None)
+    if label is not None and model.num_classes and not 0 <= label < model.num_classes:
+        raise ConfigError(f"--label {label}: this model's classes are 0–{model.num_classes - 1}")
+    return model
 
 
 class Shards:
@@ -149,6 +168,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     if args.label is not None and not model.num_classes:
         raise ConfigError(f"--label: recipe {model.cfg.name} is not class-conditional")
     labels = (args.label or 0) if model.num_classes else None
+    count, data = len(pairs) // 2 * args.steps, model.family.data
+    image = data.channels * data.resolution**2
+    grid = out.suffix.lower() != ".npz"
+    memory = count * (4 * image * (1 + 6 * grid) + 4 * model.latent_dim)
+    pixels = count * (data.resolution + 2) ** 2 if grid else 0
+    check_fits(f"--steps {args.steps}", f"{count:,} images", out, memory, image * count, pixels)
     if args.images is not None:  # VAE: between encoded real images
         ends = model.encode(_images(model, args, max(pairs) + 1)[pairs])
     else:
@@ -160,8 +185,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     # one image at a time: the endpoints are exactly what sample(1, seed)/decode(μ) give
     images = torch.cat([model.decode(z[None], labels) for z in latents])
     if out.suffix.lower() == ".npz":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out, images=_uint8(images), latents=latents.numpy())
+        save_npz(out, images=_uint8(images), latents=latents.numpy())
     else:
         figures.save_grid(images, out, args.steps)
     return _done(args, model, [out], f"{len(strips)} {args.mode} strips")
@@ -230,8 +254,7 @@ def cmd_arithmetic(args: argparse.Namespace) -> int:
             labels = torch.arange(args.n) % model.num_classes
     if out.suffix.lower() == ".npz":
         images = _decode(model, z + args.alpha * vector, labels)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out, images=_uint8(images), alpha=args.alpha)
+        save_npz(out, images=_uint8(images), alpha=args.alpha)
         return _done(args, model, [out], f"{len(images)} images with α = {args.alpha:g}")
     alphas = np.linspace(-abs(args.alpha), abs(args.alpha), args.columns)
     columns = [_decode(model, z + float(a) * vector, labels) for a in alphas]

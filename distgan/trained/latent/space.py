@@ -192,7 +192,8 @@ def save_vector(path: Path, vector: torch.Tensor, **meta) -> None:
     """V.npz: the unit ``vector`` and what it was computed from."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {key: np.asarray(value) for key, value in meta.items()}
-    np.savez(path, vector=vector.numpy().astype(np.float32), **arrays)
+    with open(path, "wb") as file:  # (a name: np.savez would append .npz to V.NPZ)
+        np.savez(file, vector=vector.numpy().astype(np.float32), **arrays)
 
 
 def load_vector(path: Path, latent_dim: int) -> tuple[torch.Tensor, dict]:
