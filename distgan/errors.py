@@ -33,3 +33,7 @@ class LaunchError(DistganError, RuntimeError):
 
 class TrainingDiverged(DistganError, RuntimeError):
     """A loss became inf/NaN outside fp16's skipped steps."""
+
+
+class OutOfMemory(DistganError, RuntimeError):
+    """The device ran out of memory for the per-process batch."""

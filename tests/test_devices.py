@@ -171,3 +171,13 @@ def test_feature_gathers_use_the_backends_device(monkeypatch) -> None:
     assert _features.collective_device() == torch.device("cuda", 3)
     monkeypatch.setattr(torch.distributed, "get_backend", lambda group=None: "gloo")
     assert _features.collective_device() == torch.device("cpu")
+
+
+def test_out_of_memory_is_one_line_naming_the_batch_and_accumulation() -> None:
+    from test_engine import toy_run
+
+    from distgan.engine.trainer import out_of_memory_hint
+
+    hint = out_of_memory_hint(toy_run(1, 8))
+    assert "train.batch_size=8 per process" in hint
+    assert "train.batch_size=4 train.accumulate=2 keeps the global batch of 8" in hint

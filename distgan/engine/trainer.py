@@ -13,6 +13,8 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+
 from distgan.config import Config, parse_duration, to_yaml
 from distgan.engine import checkpoint, resume_checks, rundir
 from distgan.engine.actions import Evaluate, LogScalars, Preview, SaveCheckpoint
@@ -21,6 +23,7 @@ from distgan.engine.reporting import RunLogger, setup_console_logging
 from distgan.engine.runtime import describe, gather
 from distgan.engine.signals import StopFlag, StopTraining
 from distgan.engine.step import advance
+from distgan.errors import OutOfMemory
 
 log = logging.getLogger("distgan")
 
@@ -60,7 +63,10 @@ def loop(run: Run, reporter: RunLogger) -> StopTraining | None:
     first_step, started = run.step, time.perf_counter()
     try:
         while run.step < t.steps:
-            logged = advance(run, run.next_batches())
+            try:
+                logged = advance(run, run.next_batches())
+            except torch.OutOfMemoryError:
+                raise OutOfMemory(out_of_memory_hint(run)) from None
             for action in actions:
                 action.after_step(run, logged)
             reason = stop.should_stop(run.step)
@@ -82,6 +88,19 @@ def loop(run: Run, reporter: RunLogger) -> StopTraining | None:
         (run.step - first_step) * run.images_per_step / max(seconds, 1e-9),
     )
     return stopped
+
+
+def out_of_memory_hint(run: Run) -> str:
+    """One line for a device that ran out of memory: the per-process batch, and how to keep the
+    global batch with less memory (gradient accumulation)."""
+    t = run.cfg.train
+    half = max(1, t.batch_size // 2)
+    return (
+        f"{run.device} ran out of memory at step {run.step} with train.batch_size={t.batch_size} "
+        f"per process (× {t.accumulate} micro-batches): e.g. train.batch_size={half} "
+        f"train.accumulate={t.accumulate * 2} keeps the global batch of {run.images_per_step} "
+        "in less memory"
+    )
 
 
 def resume(run: Run, plan: rundir.Plan) -> None:
