@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_RECIPE = "digits-cdcgan"
+COUNTS = ("eval/images", "eval/n")  # logged with the figures, not figures themselves
 
 
 def _fail(message: str, code: int) -> int:
@@ -46,7 +47,7 @@ def _last_evaluation(path: Path) -> dict[str, float]:
         return {}
     for line in reversed(path.read_text().splitlines()):
         row = json.loads(line)
-        figures = {k: v for k, v in row.items() if k.startswith("eval/") and k != "eval/images"}
+        figures = {k: v for k, v in row.items() if k.startswith("eval/") and k not in COUNTS}
         if figures:
             return figures
     return {}

@@ -33,3 +33,7 @@ class LaunchError(DistganError, RuntimeError):
 
 class TrainingDiverged(DistganError, RuntimeError):
     """A loss became inf/NaN outside fp16's skipped steps."""
+
+
+class EvaluationFailed(DistganError, RuntimeError):
+    """An evaluation that raised on some rank (every rank raises it, after agreeing)."""

@@ -1,6 +1,6 @@
 """The training loop. Read :func:`train` top to bottom: lock the run folder and decide how the
 run starts → build the run → restore it from a checkpoint → for each step: one batch, the
-family's phases, EMA, then the interval actions (log, preview, evaluate, checkpoint) and the
+family's phases, EMA, then the interval actions (log, preview, checkpoint, evaluate) and the
 ranks' agreed stop check.
 
 The trainer composes the other engine modules and knows nothing about any family: the family
@@ -51,8 +51,8 @@ def loop(run: Run, reporter: RunLogger) -> StopTraining | None:
     actions = [
         LogScalars(reporter),
         Preview(run, reporter),
-        Evaluate(run, reporter),
         SaveCheckpoint(),
+        Evaluate(run, reporter),  # after the checkpoint: a failed evaluation cannot cost it
     ]
     t = run.cfg.train
     stop = StopFlag(parse_duration(t.time_limit), t.stop_check_every, run.device)
