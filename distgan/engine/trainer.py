@@ -17,6 +17,7 @@ from distgan.config import Config, parse_duration, to_yaml
 from distgan.engine import checkpoint, rundir
 from distgan.engine.actions import Evaluate, LogScalars, Preview, SaveCheckpoint
 from distgan.engine.build import Run, build_run, start_processes
+from distgan.engine.launch_options import honour_launch_options
 from distgan.engine.reporting import RunLogger, setup_console_logging
 from distgan.engine.runtime import describe, gather
 from distgan.engine.signals import StopFlag, StopTraining
@@ -26,9 +27,10 @@ log = logging.getLogger("distgan")
 
 
 def train(cfg: Config) -> Path:
+    notes = honour_launch_options(cfg)  # accelerate launch's precision, dynamo, accumulation
     accelerator, deepspeed_config = start_processes(cfg)
     setup_console_logging(accelerator.process_index)
-    for line in gather(describe(accelerator)):
+    for line in [*gather(describe(accelerator)), *notes]:
         log.info("%s", line)
     plan, lock = rundir.prepare(cfg, accelerator)
     with lock:  # released however the run ends (other ranks hold none)
