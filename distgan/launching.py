@@ -42,6 +42,11 @@ def launch(argv: list[str], commands: set[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     options, command = split(argv, commands)
+    if not command and {"-h", "--help"} & set(options):
+        print("usage: distgan launch [accelerate launch options] COMMAND [ARGS ...]\n")
+        print(__doc__.split("\n\n")[0].replace("``", "`"))
+        print("\naccelerate launch options: see `accelerate launch --help`")
+        return 0
     if not command:
         print(
             "distgan: error: distgan launch [accelerate launch options] COMMAND ..., e.g. "
