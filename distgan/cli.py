@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_RECIPE = "digits-cdcgan"
+COUNTS = ("eval/images", "eval/n")  # logged with the figures, not figures themselves
 
 
 def _fail(message: str, code: int) -> int:
@@ -46,7 +47,7 @@ def _last_evaluation(path: Path) -> dict[str, float]:
         return {}
     for line in reversed(path.read_text().splitlines()):
         row = json.loads(line)
-        figures = {k: v for k, v in row.items() if k.startswith("eval/") and k != "eval/images"}
+        figures = {k: v for k, v in row.items() if k.startswith("eval/") and k not in COUNTS}
         if figures:
             return figures
     return {}
@@ -242,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_latent_parser(sub)
 
+    p = sub.add_parser(
+        "launch",
+        help="accelerate launch -m distgan COMMAND …, ending in one line and distgan's exit "
+        "codes (75: stopped cleanly, resume with the same command)",
+        usage="distgan launch [accelerate launch options] COMMAND [ARGS ...]",
+    )
+
     from distgan.bench import bench_names, get_bench
 
     names = bench_names()
@@ -254,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
             bp.add_argument("--json", action="store_true", help="also print the figures as JSON")
             module.add_arguments(bp)
         p.set_defaults(func=cmd_bench)
+    parser.distgan_commands = [name for name in sub.choices if name != "launch"]
     return parser
 
 
@@ -261,7 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     from distgan.engine.signals import EXIT_REQUEUE, StopTraining
     from distgan.errors import DistganError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["launch"]:  # accelerate's options, then a command: not argparse's grammar
+        from distgan.launching import launch
+
+        return launch(argv[1:], commands=set(parser.distgan_commands))
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except DistganError as err:

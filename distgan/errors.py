@@ -37,3 +37,7 @@ class TrainingDiverged(DistganError, RuntimeError):
 
 class OutOfMemory(DistganError, RuntimeError):
     """The device ran out of memory for the per-process batch."""
+
+
+class EvaluationFailed(DistganError, RuntimeError):
+    """An evaluation that raised on some rank (every rank raises it, after agreeing)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from distgan.config import BEST, Config, parse_config, read_recipe, validate_section
 from distgan.errors import CheckpointError, ConfigError
-from distgan.evaluation import check_metric
+from distgan.evaluation import check_metric, check_samples
 from distgan.families import check_checkpoint_family, get_family
 
 
@@ -77,6 +77,8 @@ def check_recipe(cfg: Config) -> Config:
         )
     for name in cfg.eval.metrics:
         check_metric(name)  # one line naming the valid ones if unknown
+    if cfg.eval.every:
+        check_samples(cfg.eval.metrics, cfg.eval.n)  # not at the first evaluation, hours later
     best = cfg.eval.best
     if best and best not in BEST:
         raise ConfigError(f"eval.best={best}: one of {', '.join(sorted(BEST))}")

@@ -1,5 +1,6 @@
 """What the loop does between steps, each at its own interval and after the last step: log the
-scalars, draw the preview grid, write a checkpoint, evaluate. Each action is a small object with
+scalars, draw the preview grid, write a checkpoint, evaluate (after the checkpoint: an evaluation
+can never cost one). Each action is a small object with
 ``after_step(run, logged)``; the trainer calls them in order after every step.
 """
 
@@ -15,7 +16,7 @@ from distgan.engine import checkpoint
 from distgan.engine.build import Run, evaluating, to_device
 from distgan.engine.reporting import RunLogger
 from distgan.engine.runtime import broadcast_buffers
-from distgan.errors import TrainingDiverged
+from distgan.errors import EvaluationFailed, TrainingDiverged
 from distgan.evaluation import build_evaluators, protocol
 from distgan.families.base import Batch
 
@@ -99,16 +100,25 @@ class SaveCheckpoint:
 class Evaluate:
     """Every ``eval.every`` steps and at the end, on every rank: the ``eval.metrics``
     evaluators on ``eval.n`` held-out samples, under the evaluation protocol
-    (distgan/evaluation/protocol.py: its samples, and noise of its own)."""
+    (distgan/evaluation/protocol.py: its samples, and noise of its own). It runs after that
+    step's checkpoint is written, and an evaluation that fails on any rank is one warning on
+    every rank (they agree on it, none is left in a collective): the run goes on."""
 
     def __init__(self, run: Run, reporter: RunLogger) -> None:
         self.reporter = reporter
         self.best = BestCheckpoint(run)
+        self.failed = 0  # evaluations that failed in this process's part of the run
         if run.cfg.eval.every:  # missing held-out shards or weights fail now, not later
             shards = protocol.shards_of(run.cfg)
             for folder in shards.values() if isinstance(shards, dict) else [shards]:
                 read_manifest(folder)
             build_evaluators(run.cfg, run.family, run.device)
+            if run.is_main and protocol.on_training_images(run.cfg):
+                log.info(
+                    "evaluating against training images (eval.shards unset or = data.shards): "
+                    "the figures measure fit to the training set; set eval.shards to held-out "
+                    "images to measure generalisation"
+                )
 
     def after_step(self, run: Run, logged: dict[str, torch.Tensor]) -> None:
         cfg = run.cfg
@@ -116,18 +126,23 @@ class Evaluate:
             return
         outputs = run.inference_nets()
         broadcast_buffers([outputs.raw(name) for name in outputs])  # the checkpoint's statistics
-        with evaluating(outputs) as nets:
-            values = protocol.run(
-                cfg,
-                build_evaluators(cfg, run.family, run.device),
-                run.family,
-                nets,
-                run.device,
-                run.rank,
-                run.world,
-                prepare=lambda batch: run.settings.batch(to_device(batch, run.device)),
-                autocast=run.precision.autocast,
-            )
+        try:
+            with evaluating(outputs) as nets:
+                values = protocol.run(
+                    cfg,
+                    build_evaluators(cfg, run.family, run.device),
+                    run.family,
+                    nets,
+                    run.device,
+                    run.rank,
+                    run.world,
+                    prepare=lambda batch: run.settings.batch(to_device(batch, run.device)),
+                    autocast=run.precision.autocast,
+                )
+        except EvaluationFailed as err:
+            self.failed += 1
+            log.warning("step %d: evaluation failed (%s); training goes on", run.step, err)
+            return
         self.reporter.record(run.step, values)
         self.best.update(run, values)
 

@@ -1,6 +1,6 @@
 """The training loop. Read :func:`train` top to bottom: lock the run folder and decide how the
 run starts → build the run → restore it from a checkpoint → for each step: one batch, the
-family's phases, EMA, then the interval actions (log, preview, evaluate, checkpoint) and the
+family's phases, EMA, then the interval actions (log, preview, checkpoint, evaluate) and the
 ranks' agreed stop check.
 
 The trainer composes the other engine modules and knows nothing about any family: the family
@@ -19,6 +19,7 @@ from distgan.config import Config, parse_duration, to_yaml
 from distgan.engine import checkpoint, resume_checks, rundir
 from distgan.engine.actions import Evaluate, LogScalars, Preview, SaveCheckpoint
 from distgan.engine.build import Run, build_run, start_processes
+from distgan.engine.launch_options import honour_launch_options
 from distgan.engine.reporting import RunLogger, setup_console_logging
 from distgan.engine.runtime import describe, gather
 from distgan.engine.signals import StopFlag, StopTraining
@@ -29,9 +30,10 @@ log = logging.getLogger("distgan")
 
 
 def train(cfg: Config) -> Path:
+    notes = honour_launch_options(cfg)  # accelerate launch's precision, dynamo, accumulation
     accelerator, deepspeed_config = start_processes(cfg)
     setup_console_logging(accelerator.process_index)
-    for line in gather(describe(accelerator)):
+    for line in [*gather(describe(accelerator)), *notes]:
         log.info("%s", line)
     plan, lock = rundir.prepare(cfg, accelerator)
     with lock:  # released however the run ends (other ranks hold none)
@@ -54,8 +56,8 @@ def loop(run: Run, reporter: RunLogger) -> StopTraining | None:
     actions = [
         LogScalars(reporter),
         Preview(run, reporter),
-        Evaluate(run, reporter),
         SaveCheckpoint(),
+        Evaluate(run, reporter),  # after the checkpoint: a failed evaluation cannot cost it
     ]
     t = run.cfg.train
     stop = StopFlag(parse_duration(t.time_limit), t.stop_check_every, run.device)

@@ -50,11 +50,21 @@ def check_metric(name: str) -> None:
         )
 
 
+def check_samples(metrics: list[str], n: int, key: str = "eval.n") -> None:
+    """Refuse (one line) an ``n`` below what a metric is defined on (a module's
+    ``MIN_SAMPLES``), e.g. FID on 1 sample, which would fail only at the first evaluation."""
+    modules, owners = _modules(), _metric_modules()
+    for name in metrics:
+        check_metric(name)
+        least = getattr(modules[owners[name]], "MIN_SAMPLES", {}).get(name, 1)
+        if n < least:
+            raise ConfigError(f"{key}={n}: metric '{name}' needs at least {least} samples")
+
+
 def build_evaluators(cfg: Config, family, device: torch.device) -> list[Evaluator]:
     """One evaluator per module, serving every metric of ``cfg.eval.metrics`` it computes."""
     names = cfg.eval.metrics
-    for name in names:
-        check_metric(name)
+    check_samples(names, cfg.eval.n)
     owners = _metric_modules()
     grouped: dict[str, list[str]] = {}
     for name in names:
@@ -69,4 +79,11 @@ def build_evaluators(cfg: Config, family, device: torch.device) -> list[Evaluato
     return evaluators
 
 
-__all__ = ["Evaluator", "build_evaluators", "check_metric", "evaluate", "evaluator_names"]
+__all__ = [
+    "Evaluator",
+    "build_evaluators",
+    "check_metric",
+    "check_samples",
+    "evaluate",
+    "evaluator_names",
+]

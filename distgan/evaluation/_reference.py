@@ -11,6 +11,7 @@ colour conversion. A folder that cannot be written is evaluated without a cache 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -21,6 +22,7 @@ import numpy as np
 
 log = logging.getLogger("distgan")
 FOLDER = ".distgan-reference"
+_warned: set[Path] = set()  # cache folders already warned about
 
 
 def cache_path(folder: str | Path, extractor, cfg, n: int) -> Path | None:
@@ -53,14 +55,27 @@ def load(path: Path, need_features: bool) -> dict[str, np.ndarray] | None:
     return data
 
 
-def save(path: Path, sums: np.ndarray, features: np.ndarray | None) -> None:
-    """Write atomically; a read-only shard folder only costs the cache."""
+def save(path: Path, sums: np.ndarray, features: np.ndarray | None) -> bool:
+    """Write atomically; a folder that cannot be written (read-only mount, no permission, full
+    disk) only costs the cache: one warning, never an error (the evaluation of a training step
+    and ``distgan eval`` go on). True if the cache was written."""
     arrays = {"sums": sums} if features is None else {"sums": sums, "features": features}
     tmp = path.with_name(path.name + ".tmp.npz")
     try:
         path.parent.mkdir(exist_ok=True)
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
+        return True
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        log.warning("could not cache the reference statistics in %s (%s)", path, err)
+        # (removing a file that was never created raises EROFS, not ENOENT, on a read-only mount)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if path.parent not in _warned:  # once per folder, not at every evaluation of a run
+            _warned.add(path.parent)
+            log.warning(
+                "not caching the reference statistics: %s cannot be written (%s); each "
+                "evaluation computes them again",
+                path.parent,
+                err.strerror or err,
+            )
+        return False

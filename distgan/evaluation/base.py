@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 import torch
 
 from distgan.config import Config
+from distgan.errors import EvaluationFailed
 from distgan.families.base import Batch, Family, Nets
 
 
@@ -52,14 +53,55 @@ def evaluate(
 ) -> dict[str, float]:
     """Sample once per held-out batch, from the generator that comes with it (``nets`` in eval
     mode, no grad), and feed every evaluator; every rank must call it (the evaluators'
-    reductions are collectives). :func:`distgan.evaluation.protocol.run` supplies the batches."""
-    for batch, generator in batches:
-        references = family.reference(batch).float()
-        with autocast():
-            outputs = family.sample(nets, references.shape[0], generator, batch)
-        for evaluator in evaluators:
-            evaluator.update(outputs.float(), references, batch)
+    reductions are collectives). :func:`distgan.evaluation.protocol.run` supplies the batches.
+    Adds ``eval/n``: the samples evaluated, over all ranks.
+
+    An error on any rank raises :class:`EvaluationFailed` on every rank, once the ranks have
+    agreed on it, so that none is left waiting in a collective: after the local pass (sampling
+    and ``update``, no collectives) and after ``finish`` (whose maths run alike on every rank
+    once the sums are reduced; rank 0's cache write never raises)."""
+    count, failure = 0, None
+    try:
+        for batch, generator in batches:
+            references = family.reference(batch).float()
+            with autocast():
+                outputs = family.sample(nets, references.shape[0], generator, batch)
+            for evaluator in evaluators:
+                evaluator.update(outputs.float(), references, batch)
+            count += references.shape[0]
+    except Exception as err:  # any fault: the ranks must agree before the next collective
+        failure = err
+    _agree(failure)
     figures: dict[str, float] = {}
-    for evaluator in evaluators:
-        figures.update(evaluator.finish(reduce))
+    try:
+        for evaluator in evaluators:
+            figures.update(evaluator.finish(reduce))
+    except Exception as err:
+        failure = err
+    _agree(failure)
+    figures["eval/n"] = reduce(_on_backend(torch.tensor([float(count)]))).item()
     return figures
+
+
+def _on_backend(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` where the process group's collectives take it (CUDA under NCCL)."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and torch.distributed.get_backend() != "gloo":
+        return tensor.cuda()
+    return tensor
+
+
+def _agree(failure: Exception | None) -> None:
+    """Raise :class:`EvaluationFailed`, naming the first failed rank and its error, on every
+    rank if ``failure`` happened on any (a collective: every rank calls it at the same point)."""
+    what = None
+    if failure is not None:
+        what = (f"{type(failure).__name__}: {failure}".strip().splitlines() or ["?"])[0]
+    whats = [what]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        whats = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(whats, what)
+    for rank, message in enumerate(whats):
+        if message is not None:
+            where = f" on rank {rank}" if len(whats) > 1 else ""
+            raise EvaluationFailed(f"{message}{where}") from failure

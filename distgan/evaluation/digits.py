@@ -20,6 +20,7 @@ from distgan.families.base import Batch
 from distgan.features import DigitsExtractor
 
 METRICS = ("digits",)
+MIN_SAMPLES = {"digits": 2}  # digits_fd: a covariance (n − 1)
 
 
 class Digits(Evaluator):

@@ -27,6 +27,9 @@ from distgan.families.base import Batch
 from distgan.features import get_extractor
 
 METRICS = ("fid", "kid", "is", "pr")
+# the fewest samples each figure is defined on: a covariance (n − 1), KID's unbiased kernel
+# means over pairs, IS's 10 splits, the 3rd neighbour of each sample other than itself
+MIN_SAMPLES = {"fid": 2, "kid": 2, "is": 10, "pr": 4}
 SEED = 2020  # torch-fidelity's default for KID subsets and the IS shuffle
 
 
@@ -39,6 +42,7 @@ class Reference:
         self.sums = FrechetSums(extractor.dim, extractor.device)  # (a rank may get no sample)
         self.features, self.places = [], []
         self.cache_file, self.cached = None, None
+        self.saved = False  # (rank 0) whether statistics() wrote the cache
         shards = protocol.shards_of(cfg)
         if isinstance(shards, str):  # (named streams: no cache)
             self.cache_file = reference.cache_path(shards, extractor, cfg, cfg.eval.n)
@@ -69,7 +73,7 @@ class Reference:
         reduced = FrechetSums.from_sums(reduce(self.sums.sums.clone()).cpu().numpy())
         if self.cache_file is not None and is_main_process():
             arrays = features.numpy() if features is not None else None
-            reference.save(self.cache_file, reduced.sums.numpy(), arrays)
+            self.saved = reference.save(self.cache_file, reduced.sums.numpy(), arrays)
         return reduced.statistics(lambda t: t), features
 
 

@@ -17,6 +17,7 @@ all read held-out data through here, so they cannot drift apart.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -28,6 +29,9 @@ from distgan.data.stream import held_out_batches
 from distgan.data.transforms import Transforms
 from distgan.evaluation.base import Evaluator, evaluate
 from distgan.families.base import Batch, Family, Nets
+
+log = logging.getLogger("distgan")
+_warned: set[tuple[str, int]] = set()  # (shards, eval.n) already warned about (per process)
 
 SEEDING = (
     "held-out samples dealt to the ranks in blocks of eval.batch_size; the noise of block k "
@@ -116,15 +120,37 @@ def run(
         (prepare(batch), noise(cfg, batch, device))
         for batch in held_out(cfg, e.n, e.batch_size, rank, world)
     )
-    return evaluate(evaluators, family, nets, batches, autocast)
+    figures = evaluate(evaluators, family, nets, batches, autocast)
+    n = int(figures["eval/n"])
+    if n < e.n and rank == 0 and (str(shards_of(cfg)), e.n) not in _warned:
+        _warned.add((str(shards_of(cfg)), e.n))
+        log.warning(
+            "eval.n=%d, but %s holds only %d samples: the figures are of those %d (recorded as n)",
+            e.n,
+            shards_of(cfg),
+            n,
+            n,
+        )
+    return figures
 
 
-def describe(cfg, processes: int) -> dict[str, Any]:
-    """The protocol as recorded next to the figures (``eval/step-N.json``)."""
+def on_training_images(cfg) -> bool:
+    """True when the reference images are the training images (``eval.shards`` unset or equal
+    to ``data.shards``): the figures then measure fit to the training set, not generalisation."""
+    return cfg.eval.shards is None or cfg.eval.shards == cfg.data.shards
+
+
+def describe(cfg, processes: int, n: int | None = None) -> dict[str, Any]:
+    """The protocol as recorded next to the figures (``eval/step-N.json``): ``n`` is the number
+    of samples evaluated (``eval.n`` or fewer, when the shards hold fewer)."""
+    n = cfg.eval.n if n is None else n
+    training = " (the training images)" if on_training_images(cfg) else ""
     return {
-        "n": cfg.eval.n,
-        "reference": f"the first {cfg.eval.n} held-out samples of {shards_of(cfg)} "
+        "n": n,
+        "n_asked": cfg.eval.n,
+        "reference": f"the first {n} held-out samples of {shards_of(cfg)}{training} "
         f"(seed {cfg.train.seed})",
+        "reference_is_training_data": on_training_images(cfg),
         "batch_size": cfg.eval.batch_size,
         "seeding": SEEDING,
         "processes": processes,

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distgan.errors import ConfigError
+from distgan.errors import ConfigError, DistganError, EvaluationFailed
 from distgan.evaluation import build_evaluators, protocol
 from distgan.families import build_family
 from distgan.trained.model import load
@@ -57,24 +57,29 @@ def evaluate_checkpoint(
     precision = Precision(settings.precision, device, [])
     rank, world = state.process_index, state.num_processes
     evaluators = build_evaluators(cfg, family, device)
-    with evaluating(model.nets) as nets:
-        values = protocol.run(
-            cfg,
-            evaluators,
-            family,
-            nets,
-            device,
-            rank,
-            world,
-            prepare=lambda batch: settings.batch(to_device(batch, device)),
-            autocast=precision.autocast,
-        )
+    try:
+        with evaluating(model.nets) as nets:
+            values = protocol.run(
+                cfg,
+                evaluators,
+                family,
+                nets,
+                device,
+                rank,
+                world,
+                prepare=lambda batch: settings.batch(to_device(batch, device)),
+                autocast=precision.autocast,
+            )
+    except EvaluationFailed as err:  # every rank raises it: close the group, then one line
+        _close(state)
+        raise EvaluationFailed(f"evaluating {ckpt} failed: {err}") from None
+    n = int(values.pop("eval/n"))  # the samples evaluated (eval.n or fewer)
     figures = {key.removeprefix("eval/"): value for key, value in values.items()}
     extractors = [e.extractor.protocol() for e in evaluators if hasattr(e, "extractor")]
     recorded = {
         "checkpoint_step": model.step,
         "recipe": cfg.name,
-        **protocol.describe(cfg, world),
+        **protocol.describe(cfg, world, n),
         "extractors": extractors,
     }
     out = run_folder_of(ckpt) / "eval" / f"step-{model.step:08d}.json"
@@ -175,6 +180,8 @@ def reference_statistics(
         real.add(settings.batch(to_device(batch, state.device))["image"].float(), batch["index"])
     real.statistics(all_reduce_sum)
     _close(state)
+    if state.is_main_process and not real.saved:  # (the warning above says why)
+        raise DistganError(f"could not write the reference statistics {real.cache_file}")
     return real.cache_file
 
 
