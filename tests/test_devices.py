@@ -52,8 +52,8 @@ def test_colour_transforms_stay_on_the_images_device(fake_gpu) -> None:
 def test_an_image_pool_restored_on_the_cpu_serves_gpu_fakes(fake_gpu) -> None:
     pool = ImagePool(2)
     pool.load_state_dict({"images": [torch.zeros(3, 4, 4), torch.ones(3, 4, 4)]})  # a checkpoint
-    generator = GpuGenerator().manual_seed(0)
-    out = pool.query(torch.rand(3, 3, 4, 4, device=GPU), generator)
+    ctx = StepContext(GPU, GpuGenerator().manual_seed(0))
+    out = pool.query(torch.rand(3, 3, 4, 4, device=GPU), ctx)
     assert out.device.type == "cuda" and pool.state_dict()["images"][0].device.type == "cpu"
 
 

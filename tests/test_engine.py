@@ -22,6 +22,7 @@ from distgan.data.shards import Sample, write_shards
 from distgan.engine.build import build_run
 from distgan.engine.runtime import process_accelerator
 from distgan.engine.step import advance
+from distgan.families._image_pool import ImagePool
 from distgan.families.context import StepContext
 from distgan.recipe import recipe_from_dict
 from distgan.schedules import ema_decay_by_images
@@ -64,7 +65,7 @@ def test_phases_run_at_their_interval_with_their_live_networks_and_own_scaler() 
     assert [(r["phase"], r["step"]) for r in record] == [
         (name, step)
         for step in range(6)
-        for name, every in (("P", 2), ("Q", 2), ("R", 3))
+        for name, every in (("P", 1), ("Q", 1), ("R", 3))
         if step % every == 0
     ]
     live = {r["phase"]: r["live"] for r in record}
@@ -126,10 +127,32 @@ def test_split_free_draws_and_their_misuse() -> None:
     ctx = StepContext(torch.device("cpu"), torch.Generator().manual_seed(3))
     ctx.begin_step(0, 2)
     ctx.enter(0, None)
-    ctx.randn(4)
+    ctx.randn(4, 8)
     ctx.enter_micro_batch(1)
     with pytest.raises(RuntimeError, match="must draw the same shapes"):
-        ctx.randn(5)
+        ctx.randn(4, 16)
+
+
+def test_the_image_pool_is_split_free() -> None:
+    """CycleGAN's pool draws its swaps and picks per sample through the context: K micro-
+    batches of n meet the pool as one batch of K·n does (a full pool of 2, 8 fakes)."""
+
+    def served(k: int) -> list[float]:
+        pool = ImagePool(2)
+        pool.load_state_dict(
+            {"images": [torch.full((1, 2, 2), 100.0), torch.full((1, 2, 2), 101.0)]}
+        )
+        ctx = StepContext(torch.device("cpu"), torch.Generator().manual_seed(4))
+        ctx.begin_step(0, k)
+        ctx.enter(0, None)
+        fakes = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 1, 2, 2)
+        out = []
+        for index, part in enumerate(fakes.split(8 // k)):
+            ctx.enter_micro_batch(index)
+            out += pool.query(part, ctx)[:, 0, 0, 0].tolist()
+        return out
+
+    assert served(1) == served(2) == served(4)
 
 
 def test_ema_decay_by_images_seen() -> None:

@@ -136,6 +136,14 @@ class TrainConfig(_Section):
         gt=0,
         description="with ema_kimg: half-life at most this × the images seen so far (e.g. 0.05)",
     )
+
+    @field_validator("ema_rampup")
+    @classmethod
+    def _rampup_needs_a_half_life(cls, rampup: float | None, info) -> float | None:
+        if rampup is not None and info.data.get("ema_kimg") is None:
+            raise ValueError("train.ema_rampup applies to train.ema_kimg: set that too")
+        return rampup
+
     accumulate: int = Field(
         1,
         ge=1,

@@ -65,6 +65,7 @@ class Run:
     run_id: str | None = None  # the lineage of its checkpoints (engine/rundir.py)
     parent: dict[str, Any] | None = None  # the checkpoint of another folder it continues
     base_lr: dict[str, float] = field(default_factory=dict)
+    base_betas: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def rank(self) -> int:
@@ -261,6 +262,7 @@ def build_run(
         ctx=StepContext(device, noise, settings.compile_backend, augment_stage(cfg)),
         data=data,
         base_lr={name: optimizers[name].param_groups[0]["lr"] for name in trained},
+        base_betas={name: optimizers[name].param_groups[0]["betas"] for name in trained},
     )
 
 
@@ -270,9 +272,16 @@ def lazy_regularization_ratios(phases: list[Phase]) -> dict[str, float]:
     extra optimizer steps do not change the effective step size and momentum."""
     ratios = {}
     for phase in phases:
-        if phase.lazy_correction:
-            for name in phase.trains:
-                ratios[name] = phase.every / (phase.every + 1)
+        if not phase.lazy_correction:
+            continue
+        for name in phase.trains:
+            others = [p for p in phases if name in p.trains and p is not phase]
+            if name in ratios or any(p.every != 1 or p.lazy_correction for p in others):
+                raise ConfigError(
+                    f"phase '{phase.name}': lazy_correction assumes one regularization phase "
+                    f"of '{name}' beside main phases that run every step"
+                )
+            ratios[name] = phase.every / (phase.every + 1)
     return ratios
 
 

@@ -281,6 +281,9 @@ def restore(run: Run, state: dict[str, Any], source: Path) -> None:
             "or another number of DeepSpeed ranks); resume it with the launch that wrote it"
         )
     run.strategy.load_state_dict(state["optimizers"][run.rank] if sharded else state["optimizers"])
+    for name, optimizer in run.optimizers.items():  # the recipe's betas (lazy-corrected), not
+        for group in optimizer.param_groups:  # those the checkpoint's param groups carried
+            group["betas"] = run.base_betas[name]
     if len(state["rng"]) == run.world:
         restore_rng(state["rng"][run.rank], run.noise)
         if run.data is not None:
@@ -292,8 +295,9 @@ def restore(run: Run, state: dict[str, Any], source: Path) -> None:
     else:
         log.warning(
             "checkpoint was written by %d processes, this run has %d: weights, optimizers and "
-            "the run-wide state resume exactly; random streams, data order and the family's "
-            "per-rank state start afresh",
+            "the run-wide state resume exactly; random streams, data order, the family's "
+            "per-rank state and the statistics tallied since the last run-wide update start "
+            "afresh",
             len(state["rng"]),
             run.world,
         )

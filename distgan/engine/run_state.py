@@ -11,6 +11,7 @@ saved per rank (engine/checkpoint.py).
 
 from __future__ import annotations
 
+import zlib
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -54,6 +55,8 @@ def update(run: Run) -> dict[str, torch.Tensor]:
         if not every or run.step % every:
             continue
         names = sorted(n for n in run.ctx.tallies if owner(n) == name)
+        if run.world > 1:
+            same_names_on_every_rank(names, run.device)
         totals = torch.stack([run.ctx.tallies.pop(n) for n in names]) if names else None
         if totals is not None and run.world > 1:
             torch.distributed.all_reduce(totals)
@@ -61,6 +64,20 @@ def update(run: Run) -> dict[str, torch.Tensor]:
         logs = holder.update_run_state(sums, run.step) or {}
         logged.update({k: torch.as_tensor(v, device=run.device) for k, v in logs.items()})
     return logged
+
+
+def same_names_on_every_rank(names: list[str], device: torch.device) -> None:
+    """Sums are taken name by name: ranks that tallied different statistics (a tally taken only
+    when something happened) would add unrelated values, or leave one rank waiting in the
+    all-reduce. One small all-reduce of a fingerprint of the names finds it."""
+    fingerprint = float(zlib.crc32("\n".join(names).encode()))
+    seen = torch.tensor([fingerprint, -fingerprint], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(seen, op=torch.distributed.ReduceOp.MAX)
+    if seen[0].item() != -seen[1].item():  # max ≠ min: the ranks differ
+        raise RuntimeError(
+            f"the ranks tallied different statistics (this rank: {names}); every rank must "
+            "ctx.tally the same names (tally 0 where nothing happened)"
+        )
 
 
 def state_dict(run: Run) -> dict[str, dict[str, Any]]:

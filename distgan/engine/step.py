@@ -42,6 +42,7 @@ def train_step(run: Run, batches: list[Batch]) -> dict[str, torch.Tensor]:
                 run.strategy.backward(phase, loss, micro_batches, last)
             for key, value in logs.items():
                 sums[key] = sums[key] + value.detach() if key in sums else value.detach()
+        run.ctx.leave()
         run.set_learning_rates(phase)
         if not run.strategy.step(phase):
             continue  # fp16 skipped it (inf/NaN gradients): counted, its losses not logged

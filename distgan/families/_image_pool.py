@@ -9,9 +9,15 @@ uninterrupted run would have drawn.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+
+
+class Draws(Protocol):
+    def rand(self, *shape: int) -> torch.Tensor: ...
+
+    def randint(self, high: int, *shape: int) -> torch.Tensor: ...
 
 
 class ImagePool:
@@ -24,15 +30,16 @@ class ImagePool:
         self.pool: torch.Tensor | None = None  # [size, C, H, W], the first ``filled`` in use
         self.filled = 0
 
-    def query(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def query(self, images: torch.Tensor, draws: Draws) -> torch.Tensor:
         """The images D sees for the batch ``images`` (detached). Draws the same amount of
-        randomness whatever the pool holds."""
+        randomness whatever the pool holds, through ``draws`` (the step context: per sample,
+        so K micro-batches of n draw what one batch of K·n draws)."""
         images = images.detach()
         if self.size == 0:
             return images
         n = images.shape[0]
-        swaps = torch.rand(n, device=images.device, generator=generator) < 0.5
-        picks = torch.randint(self.size, (n,), device=images.device, generator=generator)
+        swaps = draws.rand(n) < 0.5
+        picks = draws.randint(self.size, n)
         if self.pool is None:
             self.pool = images.new_zeros((self.size, *images.shape[1:]))
         self.pool = self.pool.to(images.device)

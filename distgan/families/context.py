@@ -79,6 +79,10 @@ class StepContext:
         self.enter_micro_batch(0)
         return self
 
+    def leave(self) -> None:
+        """The phase is done: its draws for all micro-batches are freed."""
+        self._draws = []
+
     def enter_micro_batch(self, index: int) -> None:
         self.micro_batch, self._next_draw = index, 0
 
@@ -93,7 +97,9 @@ class StepContext:
         """Whether this phase's forward pass of ``name`` is kept, with its graph, for a later
         phase (``Phase.prepares``). False under gradient accumulation, where one optimizer step
         spans several micro-batches: the later phase then runs ``name`` again (from the inputs
-        the family kept in ``scratch``, e.g. z, so the result is the same)."""
+        the family kept in ``scratch``, e.g. z). The result is the same where ``name`` keeps no
+        randomness or state outside the context: its dropout (global RNG) draws new masks, and
+        BatchNorm's running statistics and spectral norm's power iteration see one more pass."""
         return name in self._prepares and self.micro_batches == 1
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
@@ -132,10 +138,11 @@ class StepContext:
         k = self.micro_batches
         if k == 1:
             return draw(shape)
+        whole_shape = (shape[0] * k, *shape[1:]) if shape else shape
         if self.micro_batch == 0:
-            self._draws.append(draw((shape[0] * k, *shape[1:]) if shape else shape))
+            self._draws.append(draw(whole_shape))
         if self._next_draw >= len(self._draws) or (
-            shape and self._draws[self._next_draw].shape[0] != shape[0] * k
+            tuple(self._draws[self._next_draw].shape) != tuple(whole_shape)
         ):
             raise RuntimeError(
                 f"micro-batch {self.micro_batch} drew {list(shape)} where micro-batch 0 drew "

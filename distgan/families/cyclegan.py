@@ -103,7 +103,7 @@ class CycleGAN(Family):
         logs: Logs = {}
         for side, critic in (("A", nets.D_A), ("B", nets.D_B)):
             real = batch[side]["image"]
-            fake = self.pools[side].query(ctx.scratch[f"fake_{side}"], ctx.generator)
+            fake = self.pools[side].query(ctx.scratch[f"fake_{side}"], ctx)
             targets = losses.d_targets(real.shape[0], real.device)
             critic = ctx.compiled(critic)
             d = self.loss_cfg.d_weight * self.lsgan.d(critic(real), critic(fake), targets)

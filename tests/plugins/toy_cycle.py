@@ -96,7 +96,7 @@ class ToyCycle(Family):
         loss = torch.zeros((), device=ctx.device)
         for side, critic in (("A", nets.D_A), ("B", nets.D_B)):
             real = batch[side]["image"]
-            fake = self.pools[side].query(ctx.scratch[f"fake_{side}"], ctx.generator)
+            fake = self.pools[side].query(ctx.scratch[f"fake_{side}"], ctx)
             targets = losses.d_targets(real.shape[0], real.device)
             loss = loss + 0.5 * self.adversarial.d(critic(real), critic(fake), targets)
         return loss, {"loss/D": loss.detach()}

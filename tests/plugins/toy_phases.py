@@ -1,7 +1,7 @@
 """A family of the tests' own that records what the engine does in each phase (tests/
 test_engine.py runs ``train_step`` in-process with it): two float64 linear networks ``A`` and
-``B``; phase ``P`` trains A every 2 steps and prepares B for phase ``Q`` (B, the same steps),
-phase ``R`` regularizes A every 3 steps with the lazy-regularization correction. Each loss draws
+``B``; phase ``P`` trains A and prepares B for phase ``Q`` (which trains B), phase ``R``
+regularizes A every 3 steps with the lazy-regularization correction. Each loss draws
 per-sample noise, so accumulation's split-free draws are exercised too."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ class ToyPhases(Family):
     @property
     def phases(self) -> list[Phase]:
         return [
-            Phase("P", trains="A", loss=self.p_loss, every=2, prepares="B"),
-            Phase("Q", trains="B", loss=self.q_loss, every=2),
+            Phase("P", trains="A", loss=self.p_loss, prepares="B"),
+            Phase("Q", trains="B", loss=self.q_loss),
             Phase("R", trains="A", loss=self.r_loss, every=3, lazy_correction=True),
         ]
 
