@@ -60,8 +60,13 @@ class StopFlag:
             log.warning("%s received: stopping after this step with a checkpoint", name)
 
     def restore(self) -> None:
+        """The previous signal handlers back, and the last check's all-reduce finished: a
+        collective still in flight when the process group closes aborts the process."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if self._pending is not None:
+            self._read_agreement()
+            self._pending = None
 
     def should_stop(self, step: int) -> str | None:
         """The agreed reason to stop after ``step`` (same answer on every rank), or None.
