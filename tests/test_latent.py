@@ -123,7 +123,8 @@ def test_traverse_histogram_tsne_and_refusals(
         (["attribute", "--ckpt", vae, "--attr", "Smiling"], "the shards' attributes are none"),
         (["traverse", "--ckpt", eigen, "--layer", "4"], "this model has layers 1–3"),
     ):
-        assert main(["latent", *argv, "--out", str(tmp_path / "x.png")]) == 2
+        out = tmp_path / ("x.npz" if argv[0] == "attribute" else "x.png")  # (its --out: a vector)
+        assert main(["latent", *argv, "--out", str(out)]) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert needle in line, line
 
