@@ -133,7 +133,9 @@ def test_one_trainer_per_run_folder(tmp_path: Path) -> None:
     finally:
         kill_tree(first.pid)
         first.wait()
-    third = run(distgan_cmd(*train(run_dir, "train.steps=12", "train.checkpoint_every=5")))
+    reached = max(int(p.stem.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*.pt"))
+    more = (f"train.steps={reached + 2}", "train.checkpoint_every=5")  # (fewer steps: refused)
+    third = run(distgan_cmd(*train(run_dir, *more)))
     assert "resumed from" in third.stderr  # a crashed trainer leaves no stale lock
 
 
