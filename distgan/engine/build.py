@@ -9,6 +9,7 @@ Everything stateful ends up in one :class:`Run`, which the checkpoint saves and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,11 +94,16 @@ class Run:
         networks' memory format (data positions count micro-batches)."""
         return [self._on_device(next(self.data)) for _ in range(self.cfg.train.accumulate)]
 
+    @functools.cached_property
+    def transforms(self) -> Transforms:
+        """The data's colour conversion, resolved once (it runs on every batch)."""
+        return transforms_of(self.cfg)
+
     def _on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """A loader batch (uint8 images) on the device, colour-converted there (gray, L*a*b*,
         [-1, 1]) and in the networks' memory format."""
         batch = to_device(batch, self.device)
-        colour = transforms_of(self.cfg).colour_batch
+        colour = self.transforms.colour_batch
         if self.data is not None and self.data.named:
             batch = {name: colour(stream) for name, stream in batch.items()}
         else:
