@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 DEFAULT_RECIPE = "digits-cdcgan"
 COUNTS = ("eval/images", "eval/n")  # logged with the figures, not figures themselves
@@ -267,6 +269,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = run_command(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        exit_before_finalizing(code)
+    return code
+
+
+def exit_before_finalizing(code: int) -> NoReturn:
+    """End a process of a multi-process run without Python's interpreter finalization.
+
+    A gloo worker thread may still hold the last reference to a finished collective's tensor
+    (ours, DeepSpeed's) when the interpreter shuts down; dropping it needs the GIL, and taking
+    the GIL during finalization aborts the process ("terminate called without an active
+    exception", exit −6, pytorch/pytorch#190489), which the launcher reports as a failed run
+    after everything was saved. Everything that must outlive the process is written and
+    closed by now (checkpoints, metrics, the W&B run): flush the streams and leave."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_command(argv: list[str] | None = None) -> int:
     from distgan.engine.signals import EXIT_REQUEUE, StopTraining
     from distgan.errors import DistganError
 
