@@ -30,6 +30,8 @@ def test_bench_step_with_baseline() -> None:
         "--warmup",
         "1",
         "--baseline",
+        "--compare",
+        "aug.diffaug=translation",
         *TINY_DCGAN,
     )
     assert r["recipe"] == "digits-cdcgan" and r["batch"] == 8 and r["resolution"] == 32
@@ -39,6 +41,10 @@ def test_bench_step_with_baseline() -> None:
     assert r["utilisation_pct"] == pytest.approx(expected, rel=1e-6)
     assert r["baseline"].startswith("PyTorch DCGAN example")
     assert r["speedup"] == pytest.approx(r["baseline_step_s"] / r["step_s"], rel=1e-6)
+    cost = 100 * (r["compare_step_s"] / r["step_s"] - 1)  # timed in the same turns
+    assert r["compare"] == "aug.diffaug=translation" and r["compare_cost_pct"] == pytest.approx(
+        cost
+    )
     # every figure names its machine: CPU model, the kernel-picking flags, what `auto` chose
     machine = r["machine"]
     flags = set(Path("/proc/cpuinfo").read_text().split())

@@ -5,7 +5,9 @@ model FLOPs of one step with torch's FLOP counter, and measures the dense-matmul
 machine for the same dtype in the same run, so utilisation is a ratio taken on the spot.
 ``--baseline`` also times the plain eager fp32 PyTorch version of the step (for DCGAN: exactly
 the step of PyTorch's official DCGAN example) and prints the speedup; the two take turns step by
-step, so that a shared machine's changing load cannot tilt their ratio.
+step, so that a shared machine's changing load cannot tilt their ratio. ``--compare "K=V …"``
+times the recipe with those extra overrides in the same turns and prints the extra cost, e.g.
+``--compare "aug.diffaug=color,translation,cutout"`` for what an augmentation adds to a step.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--baseline", action="store_true", help="also time plain PyTorch")
+    parser.add_argument(
+        "--compare",
+        metavar="OVERRIDES",
+        default=None,
+        help='also time the recipe with these extra overrides, e.g. "aug.diffaug=color,cutout"',
+    )
     parser.add_argument("--resolution", type=int, default=None, help="if the shards are absent")
     parser.add_argument("--channels", type=int, default=3, help="if the shards are absent")
     parser.add_argument("--classes", type=int, default=10, help="if the shards are absent")
@@ -134,6 +142,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cycle = phase_cycle(run.phases)
     base_fn, baseline = build_baseline(cfg, run, info) if args.baseline else (None, None)
     timed = {"distgan": step_fn, **({"baseline": base_fn} if base_fn else {})}
+    if args.compare:
+        variant = load_recipe(args.recipe, [*overrides, *args.compare.split()])
+        timed["compare"] = build_distgan_step(variant, info)[0]
     timings = time_interleaved(timed, args.warmup, args.steps, device, cycle)
     first, median = timings["distgan"]
     flops = count_flops(step_fn, cycle)
@@ -163,5 +174,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["baseline"] = baseline
         result["baseline_step_s"] = timings["baseline"][1]
         result["speedup"] = timings["baseline"][1] / median  # timed in turns with distgan's
+    if args.compare:
+        result["compare"] = args.compare
+        result["compare_step_s"] = timings["compare"][1]
+        result["compare_cost_pct"] = 100 * (timings["compare"][1] / median - 1)  # same turns
     print_table(f"distgan bench step: {cfg.name}", result)
     return result
