@@ -1,4 +1,5 @@
-"""``distgan bench NAME``: speed measurements, each printed as a table (``--json`` for JSON).
+"""``distgan bench NAME``: measurements (speed, and the few-shot quality table), each printed as a
+table (``--json`` for JSON).
 
 One module per benchmark, each exposing ``add_arguments(parser)`` and ``run(args) -> dict``.
 Figures are meant to be read as ratios taken in the same run (machines are noisy).
