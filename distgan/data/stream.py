@@ -14,6 +14,9 @@ How determinism and resume work
   - ``resampled``: worker ``w`` of rank ``r`` draws ``max(1, shards // (R·W))`` shards *with
     replacement* (seeded by seed, e, r, w). Any number of shards works, and every rank's stream
     is endless with full batches (the usual cure for uneven-shard hangs in DDP).
+  - With ``data.subset``/``data.exclude`` (:mod:`distgan.data.subset`), the shards are dealt as
+    if they held only the selected samples: shards without any are left out and ranges count
+    selected samples, so no worker is left without samples.
 
 * A worker epoch: its shards' samples → shuffle buffer (seeded by seed, epoch, rank, worker) →
   decode (an image that fails to decode is skipped, counted and logged with shard and key) →

@@ -115,7 +115,7 @@ class Evaluate:
             build_evaluators(run.cfg, run.family, run.device)
             pool = protocol.reference_pool(run.cfg)
             if run.is_main and pool:
-                log.info("evaluation reference: the %s of %s", pool, shards)
+                log.info("evaluation reference: %s, its %s (never trained on)", shards, pool)
             if run.is_main and protocol.on_training_images(run.cfg):
                 log.info(
                     "evaluating against training images (eval.shards unset or = data.shards): "
