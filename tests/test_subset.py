@@ -20,7 +20,7 @@ from distgan.errors import ConfigError
 from distgan.evaluation import protocol
 from distgan.recipe import load_recipe
 
-LABELS = {key: label for shard in read_index(SHARDS, read_manifest(SHARDS)) for key, label in shard}
+LABELS = {s.key: s.label for shard in read_index(SHARDS, read_manifest(SHARDS)) for s in shard}
 
 
 def subset(n: int | None, seed: int = 0, exclude: tuple[str, ...] = ()) -> frozenset[str]:

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -339,18 +339,14 @@ def split_member(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), suffix.lower()
 
 
-def iter_samples(path: Path, keys: Container[str] | None = None) -> Iterator[dict[str, Any]]:
+def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
     """The samples of one shard as WebDataset groups them: ``{"__key__": …, "png": bytes, …}``
     (key = the member name up to the first dot of its file name; suffixes lower-cased).
-    ``keys``: only those samples (the others' bytes are skipped unread: ``data.subset``).
     A missing, truncated or corrupt shard raises :class:`ShardError` naming it."""
     sample: dict[str, Any] = {}
-    wanted = None if keys is None else (lambda name: split_member(name)[0] in keys)
     try:
         with open(path, "rb", buffering=1 << 20) as stream:
-            for name, data in _tar_members(stream, wanted):
-                if data is None:
-                    continue
+            for name, data in _tar_members(stream):
                 key, suffix = split_member(name)
                 if sample and sample["__key__"] != key:
                     yield sample

@@ -58,7 +58,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from distgan.data.decode import _check_against, decode_sample
 from distgan.data.info import dataset_info
 from distgan.data.shards import iter_samples, read_manifest, verify_shards
-from distgan.data.subset import Selection, selected_shards
+from distgan.data.subset import Selection, read_spans, selected_shards
 from distgan.data.transforms import Transforms
 from distgan.errors import ConfigError, ShardError
 
@@ -194,13 +194,13 @@ class ShardStream(IterableDataset):
     # -- the worker's stream
     def _raw_samples(self, shards: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for shard in shards:
-            if "keys" in shard:  # selected samples (data.subset): ranges of those
+            if "spans" in shard:  # selected samples (data.subset): ranges of those
                 start = shard.get("start", 0)
-                keys = set(shard["keys"][start : start + shard["count"]])
-                samples = iter_samples(self.shard_dir / shard["file"], keys)
+                spans = shard["spans"][start : start + shard["count"]]
+                samples = read_spans(self.shard_dir / shard["file"], spans)
             else:
                 samples = iter_samples(self.shard_dir / shard["file"])
-            if "start" in shard and "keys" not in shard:  # a piece of a shard (see pieces_for)
+            if "start" in shard and "spans" not in shard:  # a piece of a shard (see pieces_for)
                 samples = itertools.islice(samples, shard["start"], shard["start"] + shard["count"])
             for sample in samples:
                 sample["__shard__"] = shard["file"]

@@ -7,7 +7,8 @@ How the N samples are chosen (a pure function of the sample keys, labels and
 and resume):
 
 * The keys and labels of all samples are read once per process from the tar headers and the small
-  ``KEY.cls`` members (images are skipped unread); nothing is cached in the shard folder.
+  ``KEY.cls`` members (images are skipped unread); nothing is cached in the shard folder. Where
+  each sample lies in its tar is noted too, so an epoch of a subset reads only its samples.
 * Keys in ``data.exclude`` are removed first (each must name a sample).
 * Stratified when every sample has a label: N is split over the classes as equally as possible.
   Each class gets ⌊N / C⌋; the N mod C left over go to the first classes in class order (N = 105
@@ -20,13 +21,14 @@ and resume):
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from distgan.data.shards import _tar_members, split_member
 from distgan.errors import ConfigError, ShardError
@@ -34,8 +36,18 @@ from distgan.errors import ConfigError, ShardError
 log = logging.getLogger("distgan.data")
 SHOW_PROGRESS = 20_000  # samples from which reading the keys gets a progress bar
 
-Index = list[list[tuple[str, int | None]]]
-"""Per shard (in manifest order), its samples' (key, label) in tar order."""
+
+class Entry(NamedTuple):
+    """One sample of a shard: its key, label (None: unlabelled) and byte span in the tar."""
+
+    key: str
+    label: int | None
+    start: int
+    end: int
+
+
+Index = list[list[Entry]]
+"""Per shard (in manifest order), its samples in tar order."""
 
 _indexes: dict[tuple[str, str], Index] = {}  # per process: (folder, manifest digest) → index
 
@@ -93,21 +105,44 @@ def read_index(shard_dir: Path, manifest: dict[str, Any]) -> Index:
     return _indexes[memo]
 
 
-def _shard_index(path: Path) -> list[tuple[str, int | None]]:
+def _shard_index(path: Path) -> list[Entry]:
+    """A shard's samples; a sample's span runs from the end of the previous member (its own
+    PAX/GNU headers included) to the end of its last member."""
     samples: list[list[Any]] = []
     try:
         with open(path, "rb", buffering=1 << 20) as stream:
+            end = 0
             for name, data in _tar_members(stream, lambda n: n.lower().endswith(".cls")):
                 key, suffix = split_member(name)
                 if not samples or samples[-1][0] != key:
-                    samples.append([key, None])
+                    samples.append([key, None, end, end])
                 if suffix == "cls" and data is not None:
                     samples[-1][1] = int(data.decode().strip())
+                end = samples[-1][3] = stream.tell()
     except (OSError, ValueError) as err:
         raise ShardError(
             f"shard '{path}' is unreadable ({err}); copy it again or re-create the shards"
         ) from None
-    return [(key, label) for key, label in samples]
+    return [Entry(*sample) for sample in samples]
+
+
+def read_spans(path: Path, spans: Sequence[tuple[int, int]]) -> Iterator[dict[str, Any]]:
+    """The samples at ``spans`` of a shard (as :func:`~distgan.data.shards.iter_samples` gives
+    them), read by seeking to each."""
+    try:
+        with open(path, "rb") as stream:
+            for start, end in spans:
+                stream.seek(start)
+                sample: dict[str, Any] = {}
+                for name, data in _tar_members(io.BytesIO(stream.read(end - start))):
+                    key, suffix = split_member(name)
+                    sample["__key__"] = key
+                    sample[suffix] = data
+                yield sample
+    except (OSError, ValueError) as err:
+        raise ShardError(
+            f"shard '{path}' is unreadable ({err}); copy it again or re-create the shards"
+        ) from None
 
 
 def rank_key(seed: int, key: str) -> bytes:
@@ -133,15 +168,15 @@ def quotas(sizes: dict[int, int], n: int) -> dict[int, int]:
 def choose(index: Index, selection: Selection, where: str | Path) -> frozenset[str]:
     """The keys a stream with ``selection`` reads; bad settings are one line (ConfigError)."""
     samples = [sample for shard in index for sample in shard]
-    keys = {key for key, _ in samples}
+    keys = {sample.key for sample in samples}
     unknown = [key for key in selection.exclude if key not in keys]
     if unknown:
         raise ConfigError(
             f"data.exclude names '{unknown[0]}', which is no sample key of '{where}' (keys look "
-            f"like '{samples[0][0]}'); list only keys of the training shards"
+            f"like '{samples[0].key}'); list only keys of the training shards"
         )
     excluded = set(selection.exclude)
-    pool = [(key, label) for key, label in samples if key not in excluded]
+    pool = [(sample.key, sample.label) for sample in samples if sample.key not in excluded]
     if not pool:
         raise ConfigError(f"data.exclude leaves no sample of '{where}' to train on")
     trained = {key for key, _ in pool}
@@ -179,12 +214,12 @@ def selected_shards(
     shard_dir: Path, manifest: dict[str, Any], selection: Selection
 ) -> list[dict[str, Any]]:
     """The manifest's shard entries that hold selected samples, each with ``count`` and
-    ``keys`` (in tar order) of those samples only: what the stream deals instead of shards."""
+    ``spans`` (in tar order) of those samples only: what the stream deals instead of shards."""
     index = read_index(shard_dir, manifest)
     keep = choose(index, selection, shard_dir)
     shards = []
     for shard, samples in zip(manifest["shards"], index, strict=True):
-        keys = [key for key, _ in samples if key in keep]
-        if keys:
-            shards.append({**shard, "count": len(keys), "keys": keys})
+        spans = [(sample.start, sample.end) for sample in samples if sample.key in keep]
+        if spans:
+            shards.append({**shard, "count": len(spans), "spans": spans})
     return shards

@@ -32,6 +32,7 @@ from distgan.data.shards import read_manifest
 from distgan.data.stream import held_out_batches
 from distgan.data.subset import Selection, selected_shards
 from distgan.data.transforms import Transforms
+from distgan.errors import ConfigError
 from distgan.evaluation.base import Evaluator, evaluate
 from distgan.families.base import Batch, Family, Nets
 
@@ -63,12 +64,18 @@ def reference_selection(cfg, folder: str | dict[str, str]) -> Selection | None:
 
 
 def reference_pool(cfg) -> str | None:
-    """``"1697 samples not in data.subset=100"`` when the reference is a complement."""
+    """``"1697 samples not in data.subset=100"`` when the reference is a complement (none
+    left: ConfigError)."""
     folder = shards_of(cfg)
     selection = reference_selection(cfg, folder)
     if selection is None:
         return None
     shards = selected_shards(Path(folder), read_manifest(folder), selection)
+    if not shards:
+        raise ConfigError(
+            f"{selection.describe()} leaves no other sample of '{folder}' for the evaluation's "
+            "reference; set eval.shards to held-out images, or eval.every=0"
+        )
     return f"{sum(s['count'] for s in shards)} samples not in {selection.describe()}"
 
 
