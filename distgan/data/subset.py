@@ -185,7 +185,9 @@ def choose(index: Index, selection: Selection, where: str | Path) -> frozenset[s
     return frozenset(keys - trained if selection.complement else trained)
 
 
-def _subset(pool: Sequence[tuple[str, int | None]], selection: Selection, where: str | Path):
+def _subset(
+    pool: Sequence[tuple[str, int | None]], selection: Selection, where: str | Path
+) -> set[str]:
     n = selection.subset
     minus = " not in data.exclude" if selection.exclude else ""
     if n > len(pool):
