@@ -185,14 +185,30 @@ def trained(fixture_shards: dict[str, Path], tmp_path_factory: pytest.TempPathFa
     """Every shipped recipe, trained by the real engine in ONE 2-process launch (see
     tests/train_recipes.py): (runs folder, the launch's stderr)."""
     root = tmp_path_factory.mktemp("runs")
-    runs = {name: recipe_args(name, fixture_shards, root / name) for name in TINY_RECIPES}
+    runs = [(name, recipe_args(name, fixture_shards, root / name)) for name in TINY_RECIPES]
+    runs.append(("digits-cdcgan", transfer_args(fixture_shards, root)))
     proc = run(train_recipes_cmd(2, runs), timeout=900)
     return root, proc.stderr
 
 
-def train_recipes_cmd(processes: int, runs: dict[str, list[str]]) -> list[str]:
-    """Train several recipes one after the other in the same processes (tests/train_recipes.py)."""
-    argv = [item for name, args in runs.items() for item in (name, "\n".join(args))]
+# A FreezeD transfer run from the 2-process digits-cdcgan run, in the same launch (its DDP must
+# accept frozen parameters): run folder root / "transfer" (tests/test_transfer.py).
+TRANSFER_STEPS = 4
+
+
+def transfer_args(shards: dict[str, Path], root: Path) -> list[str]:
+    source = root / "digits-cdcgan"
+    extra = [f"train.steps={TRANSFER_STEPS}", f"init.from={source}", "init.freeze_d=2"]
+    return [*recipe_args("digits-cdcgan", shards, root / "transfer"), *extra]
+
+
+def train_recipes_cmd(
+    processes: int, runs: dict[str, list[str]] | list[tuple[str, list[str]]]
+) -> list[str]:
+    """Train several recipes one after the other in the same processes (tests/train_recipes.py):
+    ``{recipe: overrides}``, or ``[(recipe, overrides), …]`` to train one recipe twice."""
+    pairs = runs.items() if isinstance(runs, dict) else runs
+    argv = [item for name, args in pairs for item in (name, "\n".join(args))]
     script = str(ROOT / "tests" / "train_recipes.py")
     if processes == 1:
         return [sys.executable, script, *argv]

@@ -122,7 +122,7 @@ def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
-    return sorted(model.model_fields)
+    return sorted(field.alias or name for name, field in model.model_fields.items())
 
 
 def format_validation_error(err: ValidationError, schema: type[BaseModel], prefix: str = "") -> str:

@@ -12,7 +12,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 
 def parse_duration(text: str | float | int | None) -> float | None:
@@ -323,6 +330,28 @@ class EvalConfig(_Section):
     )
 
 
+class InitConfig(_Section):
+    """Transfer learning: a new run (its own lineage) that starts from another run's weights."""
+
+    model_config = ConfigDict(
+        **_Section.model_config, validate_by_name=True, serialize_by_alias=True
+    )
+
+    from_: str | None = Field(
+        None,
+        alias="from",
+        description="checkpoint (or run folder: its newest) whose weights start this run: every "
+        "network and EMA copy (the source's G when it kept no EMA); not its optimizers, step, "
+        "data position or lineage. The run's own checkpoints take precedence (resume=auto)",
+    )
+    freeze_d: int = Field(
+        0,
+        ge=0,
+        description="FreezeD: keep D's first K blocks from the image input side fixed "
+        "(no gradients, not optimized, statistics kept)",
+    )
+
+
 class Config(_Section):
     name: str = Field(..., description="recipe name")
     family: str = Field(
@@ -344,6 +373,16 @@ class Config(_Section):
         default_factory=dict, description="the family's networks (checked: its ModelConfig)"
     )
     resume: str = Field("auto", description="auto | never | PATH to a checkpoint")
+    init: InitConfig = InitConfig()
+
+    @model_validator(mode="after")
+    def _one_way_to_start(self) -> Config:
+        if self.init.from_ is not None and self.resume not in ("auto", "never"):
+            raise ValueError(
+                "init.from (new weights, a new lineage) and resume=PATH (continue a run) exclude "
+                "each other; give one"
+            )
+        return self
 
     # ``model``/``loss`` hold a mapping as read, and the family's validated section once
     # distgan.recipe.check_recipe has run; either dumps as a mapping (YAML, checkpoints).

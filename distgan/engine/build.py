@@ -39,6 +39,7 @@ from distgan.engine.runtime import (
 from distgan.errors import ConfigError
 from distgan.families import build_family, get_family
 from distgan.families.base import Family, Nets, Phase, StepContext, check_phases
+from distgan.models.freeze import freeze_input_blocks
 from distgan.schedules import ema_decay_by_images, linear_decay
 
 log = logging.getLogger("distgan")
@@ -66,6 +67,8 @@ class Run:
     wandb_id: str | None = None
     run_id: str | None = None  # the lineage of its checkpoints (engine/rundir.py)
     parent: dict[str, Any] | None = None  # the checkpoint of another folder it continues
+    init_from: dict[str, Any] | None = None  # where its weights came from (init.from)
+    frozen: list[nn.Parameter] = field(default_factory=list)  # init.freeze_d's (FreezeD)
     base_lr: dict[str, float] = field(default_factory=dict)
     base_betas: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -119,6 +122,14 @@ class Run:
             )
             for group in self.optimizers[name].param_groups:
                 group["lr"] = self.base_lr[name] * scale
+
+    def set_live(self, live: tuple[str, ...]) -> None:
+        """Gradients on for the networks ``live`` (a phase trains or prepares), off for the
+        others, and never for frozen parameters."""
+        for name, module in self.networks.items():
+            module.requires_grad_(name in live)
+        for parameter in self.frozen:
+            parameter.requires_grad_(False)
 
     def update_ema(self) -> None:
         t = self.cfg.train
@@ -221,6 +232,7 @@ def build_run(
             f"family '{cfg.family}' built networks {sorted(networks)}, but declares "
             f"{sorted(family.networks)}"
         )
+    frozen = freeze_input_blocks(networks, family.discriminators, cfg.init.freeze_d, cfg.family)
     ema = {name: make_ema(networks[name]) for name in family.ema}
     settings = resolve_settings(cfg, device, deepspeed=deepspeed_config is not None)
     settings.apply([*networks.values(), *ema.values()])
@@ -234,7 +246,7 @@ def build_run(
     ratio = lazy_regularization_ratios(phases)
     optimizers = {
         name: torch.optim.Adam(
-            networks[name].parameters(),
+            [p for p in networks[name].parameters() if p.requires_grad],  # not frozen ones
             lr=cfg.optimizer(name).lr * ratio.get(name, 1),
             betas=tuple(b ** ratio.get(name, 1) for b in cfg.optimizer(name).betas),
             fused=settings.fused_optimizers or None,
@@ -269,6 +281,7 @@ def build_run(
         noise=noise,
         ctx=StepContext(device, noise, settings.compile_backend, augment_stage(cfg)),
         data=data,
+        frozen=frozen,
         base_lr={name: optimizers[name].param_groups[0]["lr"] for name in trained},
         base_betas={name: optimizers[name].param_groups[0]["betas"] for name in trained},
     )

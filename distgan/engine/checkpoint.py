@@ -12,7 +12,8 @@ A checkpoint holds everything an exact resume needs, in one versioned schema (``
   rank, saved once; engine/run_state.py);
 * ``step``, ``images_seen``, the resolved ``config``, ``data_info`` (each stream's shape, so
   ``distgan sample`` needs no shards), the W&B run id, the ``run_id`` of its lineage (and the
-  ``parent`` of a child lineage), and the ``folder`` it was written in (path and inode: a copied
+  ``parent`` of a child lineage; ``init_from``: the checkpoint a transfer run took its weights
+  from, engine/transfer.py), and the ``folder`` it was written in (path and inode: a copied
   folder starts a child lineage; see engine/lineage.py).
 
 It is written by rank 0 to ``<name>.tmp``, fsynced and renamed, so a crash never leaves a half
@@ -253,6 +254,7 @@ def collect(run: Run) -> dict[str, Any] | None:
         "wandb_id": run.wandb_id,
         "run_id": run.run_id,
         "parent": run.parent,
+        "init_from": run.init_from,  # a transfer run: where its weights came from
         "folder": lineage.folder_identity(run.cfg.run_dir),  # tells a copied folder (lineage.py)
     }
 
@@ -303,6 +305,7 @@ def restore(run: Run, state: dict[str, Any], source: Path) -> None:
         )
     run_state.load_state_dict(run, state["run_state"])
     run.step, run.images_seen = state["step"], state["images_seen"]
+    run.init_from = state.get("init_from")
 
 
 def nonfinite(modules: dict[str, torch.nn.Module]) -> list[str]:

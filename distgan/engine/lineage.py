@@ -38,6 +38,7 @@ class Plan:
     source: Path | None = None
     parent: dict[str, Any] | None = None  # a child lineage: where it started from
     same_wandb_run: bool = False  # continue the source's W&B run (its own folder only)
+    init: Path | None = None  # a fresh run's init.from checkpoint (engine/transfer.py)
 
 
 def new_id() -> str:

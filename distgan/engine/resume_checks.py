@@ -20,23 +20,39 @@ from typing import Any
 from torch import nn
 
 from distgan.config import Config
+from distgan.config.schema import InitConfig
 from distgan.errors import ConfigError
 
 log = logging.getLogger("distgan")
 
 # keys that name where and how a run starts, not what it trains
-NOT_SETTINGS = {"resume", "run.dir", "run.overwrite"}
+NOT_SETTINGS = {"resume", "run.dir", "run.overwrite", "init.from"}
 
 
 def check_steps(cfg: Config, state: dict[str, Any], source: Any) -> None:
-    """Refuse to resume a checkpoint that is already past ``train.steps``."""
+    """Refuse to resume a checkpoint that is already past ``train.steps``, or one trained with
+    other frozen blocks (``init.freeze_d``)."""
     step = state["step"]
+    saved = _saved_config(state).get("init", {}).get("freeze_d", 0)
+    if cfg.init.freeze_d != saved:  # the optimizer holds the other parameters
+        raise ConfigError(
+            f"init.freeze_d={cfg.init.freeze_d}, but the checkpoint '{source}' was trained with "
+            f"init.freeze_d={saved}: a run keeps its frozen blocks; resume with "
+            f"init.freeze_d={saved}"
+        )
     if cfg.train.steps < step:
         raise ConfigError(
             f"train.steps={cfg.train.steps} is below step {step} of the checkpoint '{source}'; "
             f"give train.steps={step} or more to resume it, or start afresh with resume=never "
             "(and run.overwrite=true to move the old run aside)"
         )
+
+
+def _saved_config(state: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's configuration, with the defaults of sections added since it was written
+    (``init``)."""
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    return {"init": InitConfig().model_dump(mode="json"), **saved}
 
 
 def differences(saved: Any, current: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
@@ -60,10 +76,9 @@ def _listed(changes: dict[str, tuple[Any, Any]]) -> str:
 
 def report(cfg: Config, state: dict[str, Any]) -> None:
     """Warn about the settings a resume changes (rank 0; one line each)."""
-    saved = state.get("config")
-    if not isinstance(saved, dict):
+    if not isinstance(state.get("config"), dict):
         return
-    changed = differences(saved, cfg.model_dump(mode="json"))
+    changed = differences(_saved_config(state), cfg.model_dump(mode="json"))
     shown = {k: v for k, v in changed.items() if k not in NOT_SETTINGS}
     if shown:
         log.warning(

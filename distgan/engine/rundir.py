@@ -158,10 +158,22 @@ def _decide(cfg: Config, run_dir: Path) -> Plan:
             _make_room(cfg, run_dir, existing)
         return lineage.plan_for(source, state, run_dir)
     _make_room(cfg, run_dir, existing)
-    return Plan(lineage.new_id())
+    return Plan(lineage.new_id(), init=_init_source(cfg))
 
 
-def _resume_source(path: Path) -> tuple[Path, dict[str, Any]]:
+def _init_source(cfg: Config) -> Path | None:
+    """The checkpoint file of ``init.from`` (a run folder: its newest usable checkpoint)."""
+    if cfg.init.from_ is None:
+        return None
+    path = Path(cfg.init.from_)
+    if path.is_dir():
+        return _resume_source(path, "init.from")[0]
+    if not path.is_file():
+        raise ConfigError(f"init.from={path}: no such checkpoint file or run folder")
+    return path
+
+
+def _resume_source(path: Path, key: str = "resume") -> tuple[Path, dict[str, Any]]:
     """``resume=`` a checkpoint file, or a run folder (its newest usable checkpoint)."""
     if not path.is_dir():
         return path, checkpoint.load(path)
@@ -169,7 +181,7 @@ def _resume_source(path: Path) -> tuple[Path, dict[str, Any]]:
     found = checkpoint.latest_valid(folder)
     if found is None:
         raise CheckpointError(
-            f"resume={path}: no usable checkpoint in '{checkpoint.checkpoint_dir(folder)}'; give "
+            f"{key}={path}: no usable checkpoint in '{checkpoint.checkpoint_dir(folder)}'; give "
             "a step-*.pt file or a run folder that has one"
         )
     return found

@@ -27,8 +27,7 @@ def train_step(run: Run, batches: list[Batch]) -> dict[str, torch.Tensor]:
         if run.step % phase.every:
             continue
         live = phase.live if micro_batches == 1 else phase.trains  # see StepContext.prepares
-        for name, module in run.networks.items():
-            module.requires_grad_(name in live)
+        run.set_live(live)
         nets = Nets(run.networks, {name: run.strategy.module(name) for name in live})
         run.strategy.zero_grad(phase)
         run.ctx.enter(run.step, run.precision.scalers[phase.name], phase.prepares)

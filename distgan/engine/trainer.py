@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from distgan.config import Config, parse_duration, to_yaml
-from distgan.engine import checkpoint, resume_checks, rundir
+from distgan.engine import checkpoint, resume_checks, rundir, transfer
 from distgan.engine.actions import Evaluate, LogScalars, Preview, SaveCheckpoint
 from distgan.engine.build import Run, build_run, start_processes
 from distgan.engine.launch_options import honour_launch_options
@@ -110,7 +110,11 @@ def resume(run: Run, plan: rundir.Plan) -> None:
     folder it continues the lineage and the W&B run; from another folder it starts new ones."""
     run.run_id, run.parent = plan.run_id, plan.parent
     if plan.source is None:
+        if plan.init is not None:
+            transfer.initialise(run, plan.init)  # weights only: a new run (engine/transfer.py)
         return
+    if run.cfg.init.from_ is not None:
+        log.info("init.from is not used: the run continues from its checkpoint %s", plan.source)
     state = checkpoint.load(plan.source)
     if run.is_main:
         resume_checks.report(run.cfg, state)  # what changed since the checkpoint, one line each
@@ -137,7 +141,7 @@ def open_reporter(run: Run, parallel: str | None) -> RunLogger:
         start_images=run.images_seen,
         config={
             **cfg.model_dump(mode="json"),
-            "lineage": {"run_id": run.run_id, "parent": run.parent},
+            "lineage": {"run_id": run.run_id, "parent": run.parent, "init_from": run.init_from},
             "runtime": {
                 "world_size": run.world,
                 "parallel": parallel or ("ddp" if run.world > 1 else "none"),

@@ -73,6 +73,7 @@ class AdversarialFamily(Family):
     ema = ("G",)
     inference = ("G",)
     augments = ("D",)  # real and fake alike, in both phases
+    discriminators = ("D",)
     ModelConfig = GANConfig
     LossConfig = AdversarialLossConfig
 

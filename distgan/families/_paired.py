@@ -30,6 +30,7 @@ class PairedLossConfig(Section):
 
 class PairedTranslation(Family):
     networks = ("G", "D")
+    discriminators = ("D",)
     inference = ("G",)
     needs = frozenset({"sample_batch", "preview_batch"})
     LossConfig = PairedLossConfig

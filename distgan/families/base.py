@@ -44,6 +44,11 @@ on every rank and saved once: ``run_state_every`` steps apart the engine sums wh
 ``ctx.tally``-ed over all ranks and hands the totals to ``update_run_state`` (e.g. ADA's p from
 E[sign D(real)]); ``run_state_dict``/``load_run_state_dict`` save and restore it.
 
+``discriminators`` names the networks that ``init.freeze_d=K`` applies to (FreezeD: their first K
+blocks from the image input side stay fixed while fine-tuning; engine/transfer.py). Each must
+list its blocks in input order with ``input_blocks()`` (the contract: distgan/models/freeze.py);
+a family that declares none refuses ``init.freeze_d``. ``init.from`` needs nothing of a family.
+
 ``augments`` names the networks whose inputs pass through ``ctx.augment`` (the recipe's ``aug:``
 stage: distgan/augment.py); a recipe with an ``aug:`` section is refused for a family that
 declares none.
@@ -222,6 +227,7 @@ class Family(ABC):
     streams: ClassVar[tuple[str, ...]] = ()
     needs: ClassVar[frozenset[str]] = frozenset()  # names from NEEDS
     augments: ClassVar[tuple[str, ...]] = ()  # networks whose inputs pass ctx.augment
+    discriminators: ClassVar[tuple[str, ...]] = ()  # what init.freeze_d freezes blocks of
     ModelConfig: ClassVar[type[Section]] = Section
     LossConfig: ClassVar[type[Section]] = Section
 

@@ -45,6 +45,7 @@ class CycleGANLoss(Section):
 
 class CycleGAN(Family):
     networks = ("G_AB", "G_BA", "D_A", "D_B")
+    discriminators = ("D_A", "D_B")
     inference = ("G_AB", "G_BA")
     streams = ("A", "B")
     needs = frozenset({"sample_batch", "preview_batch"})

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from distgan.models.freeze import blocks_starting_at
 from distgan.models.layers import Dropout, init_args, output_layer, same_padding
 
 RESOLUTIONS = (32, 64, 128)
@@ -123,6 +124,10 @@ class DCGANDiscriminator(nn.Module):
         self.head = nn.Conv2d(ch, 1, 4, 1, 0, bias=False)
         self.embed = nn.Embedding(num_classes, ch) if num_classes else None
         dcgan_init_(self)
+
+    def input_blocks(self) -> list[nn.Module]:
+        """One block per stride-2 conv (with its BatchNorm), from the image (FreezeD)."""
+        return blocks_starting_at(self.features, nn.Conv2d)
 
     def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(image)

@@ -148,5 +148,11 @@ class EigenDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         _he_init_(self, slope)
 
+    def input_blocks(self) -> list[nn.Module]:
+        """One block per halving stage (two convs), the first with the 7×7 from-image conv;
+        the 4×4 conv and the dense layers are the head (FreezeD)."""
+        stages = (len(self.net) - 8) // 4
+        return [self.net[0 if i == 0 else 2 + 4 * i : 6 + 4 * i] for i in range(stages)]
+
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x).squeeze(1)

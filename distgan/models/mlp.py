@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from distgan.models.freeze import blocks_starting_at
 from distgan.models.layers import Dropout, activation, init_args, output_layer, upsample
 
 
@@ -72,6 +73,10 @@ class MLPDiscriminator(nn.Module):
             width = h
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
+
+    def input_blocks(self) -> list[nn.Module]:
+        """One block per hidden dense layer, from the image; the logit layer is the head."""
+        return blocks_starting_at(self.net, nn.Linear, head=1)
 
     def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(image).flatten()

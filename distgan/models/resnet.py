@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
+from distgan.models.freeze import blocks_starting_at
 from distgan.models.layers import Norm2d, SelfAttention, init_args, projection, sn, upsample
 
 
@@ -135,6 +136,10 @@ class ResNetDiscriminator(nn.Module):
         self.head = sn(nn.Linear(c_in, 1), spectral_norm)
         self.embed = sn(nn.Embedding(num_classes, c_in), spectral_norm) if num_classes else None
         _init_(self)
+
+    def input_blocks(self) -> list[nn.Module]:
+        """The residual blocks from the image, each with the self-attention after it (FreezeD)."""
+        return blocks_starting_at(self.blocks, DBlock)
 
     def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         features = F.relu(self.blocks(image)).sum(dim=(2, 3))  # global sum pooling

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from distgan.models.dcgan import dcgan_init_
+from distgan.models.freeze import blocks_starting_at
 from distgan.models.layers import Dropout, init_args
 
 
@@ -180,6 +181,10 @@ class PatchDiscriminator(nn.Module):
         layers.append(nn.Conv2d(c_in, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)
         dcgan_init_(self)
+
+    def input_blocks(self) -> list[nn.Module]:
+        """One block per conv stage, from the image; the last conv (patch logits) is the head."""
+        return blocks_starting_at(self.net, nn.Conv2d, head=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

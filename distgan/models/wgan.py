@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from distgan.models.double_backward import Conv2d, LeakyReLU
+from distgan.models.freeze import blocks_starting_at
 from distgan.models.layers import Dropout, activation, init_args, output_layer, same_padding, sn
 
 
@@ -88,6 +89,10 @@ class WGANCritic(nn.Module):
                 layers += [Dropout(dropout)]
         self.features = nn.Sequential(*layers)
         self.head = sn(nn.Linear(d_channels[-1] * 4 * 4, 1), spectral_norm)
+
+    def input_blocks(self) -> list[nn.Module]:
+        """One block per stride-2 conv, from the image (FreezeD)."""
+        return blocks_starting_at(self.features, nn.Conv2d)
 
     def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(image).flatten(1)).flatten()
