@@ -133,3 +133,37 @@ def test_an_export_that_is_not_distgans_is_one_line(
     assert main(["sample", "--ckpt", str(stranger), "--out", str(out)]) == 1
     assert "is not a file of distgan export (format 'pt'" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_colorize_translate_and_latent_take_an_export(trained, tmp_path: Path) -> None:
+    """``colorize``, ``translate`` and ``latent`` write from an export exactly what they write
+    from its checkpoint (tiny runs of the shared launch)."""
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(photo)
+    uses = {
+        "cifar10-colorize": ["colorize", str(photo)],
+        "horse2zebra-cyclegan": ["translate", "--direction", "BtoA", str(photo)],
+        "digits-vae": ["latent", "interpolate", "--seeds", "0,1", "--steps", "4"],
+    }
+    for name, argv in uses.items():
+        ckpt = trained[0] / name / "checkpoints" / "step-00000012.pt"
+        export = tmp_path / f"{name}.safetensors"
+        assert main(["export", "--ckpt", str(ckpt), "--out", str(export)]) == 0
+        written = []
+        for source in (ckpt, export):
+            out = tmp_path / f"{name}-{source.suffix[1:]}"
+            out = out.with_suffix(".npz") if argv[0] == "latent" else out
+            assert main([*argv[:2], "--ckpt", str(source), *argv[2:], "--out", str(out)]) == 0
+            files = sorted(out.iterdir()) if out.is_dir() else [out]
+            written.append(
+                [
+                    np.asarray(np.load(f)["images"] if f.suffix == ".npz" else Image.open(f))
+                    for f in files
+                ]
+            )
+        assert len(written[0]) == 1
+        assert np.array_equal(written[0][0], written[1][0]), name
