@@ -81,7 +81,6 @@ def test_a_schema2_run_resumes_into_tensorboard_and_named_wandb_runs(tmp_path: P
     named += ["log.notes=from the fixture", "log.artifacts=true"]
     first = run(distgan_cmd(*common, f"resume={SCHEMA2}", *named))
     assert re.search(r"resumed from \S+schema2-digits-cdcgan.pt at step 4", first.stderr)
-    assert "FutureWarning" not in first.stderr  # e.g. DDP's deprecated broadcast_buffers
     (record,) = offline_runs(run_dir)
     assert record["run"]["name"] == "trial-7" and record["run"]["group"] == "sweep-a"
     assert record["run"]["tags"] == ["tiny", "schema2"]
@@ -135,6 +134,13 @@ def test_an_export_that_is_not_distgans_is_one_line(
     assert not out.exists()
 
 
+def read(path: Path) -> np.ndarray:
+    """The images of a written .npz or image file."""
+    from PIL import Image
+
+    return np.load(path)["images"] if path.suffix == ".npz" else np.asarray(Image.open(path))
+
+
 @pytest.mark.slow
 def test_colorize_translate_and_latent_take_an_export(trained, tmp_path: Path) -> None:
     """``colorize``, ``translate`` and ``latent`` write from an export exactly what they write
@@ -144,26 +150,39 @@ def test_colorize_translate_and_latent_take_an_export(trained, tmp_path: Path) -
     photo = tmp_path / "photo.png"
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(photo)
-    uses = {
-        "cifar10-colorize": ["colorize", str(photo)],
-        "horse2zebra-cyclegan": ["translate", "--direction", "BtoA", str(photo)],
-        "digits-vae": ["latent", "interpolate", "--seeds", "0,1", "--steps", "4"],
+    uses = {  # the command, and its arguments after --ckpt
+        "cifar10-colorize": (["colorize"], [str(photo)]),
+        "horse2zebra-cyclegan": (["translate"], ["--direction", "BtoA", str(photo)]),
+        "digits-vae": (["latent", "interpolate"], ["--seeds", "0,1", "--steps", "4"]),
     }
-    for name, argv in uses.items():
+    for name, (command, options) in uses.items():
         ckpt = trained[0] / name / "checkpoints" / "step-00000012.pt"
         export = tmp_path / f"{name}.safetensors"
         assert main(["export", "--ckpt", str(ckpt), "--out", str(export)]) == 0
         written = []
         for source in (ckpt, export):
             out = tmp_path / f"{name}-{source.suffix[1:]}"
-            out = out.with_suffix(".npz") if argv[0] == "latent" else out
-            assert main([*argv[:2], "--ckpt", str(source), *argv[2:], "--out", str(out)]) == 0
+            out = out.with_suffix(".npz") if command[0] == "latent" else out
+            assert main([*command, "--ckpt", str(source), *options, "--out", str(out)]) == 0
             files = sorted(out.iterdir()) if out.is_dir() else [out]
-            written.append(
-                [
-                    np.asarray(np.load(f)["images"] if f.suffix == ".npz" else Image.open(f))
-                    for f in files
-                ]
-            )
+            written.append([read(f) for f in files])
         assert len(written[0]) == 1
         assert np.array_equal(written[0][0], written[1][0]), name
+
+
+def test_a_sweep_trial_gets_a_run_folder_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a W&B sweep agent the default run.dir names the trial (a second trial would
+    otherwise resume the first); a run.dir set by hand is kept; outside a sweep nothing changes."""
+    from distgan.engine.rundir import for_sweep_trial
+    from distgan.recipe import load_recipe
+
+    monkeypatch.setenv("WANDB_RUN_ID", "abc123")
+    outside = load_recipe("digits-cdcgan")
+    for_sweep_trial(outside)
+    assert outside.run_dir == Path("runs/digits-cdcgan")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sw1")
+    trial, chosen = load_recipe("digits-cdcgan"), load_recipe("digits-cdcgan", ["run.dir=mine"])
+    for_sweep_trial(trial)
+    for_sweep_trial(chosen)
+    assert trial.run_dir == Path("runs/digits-cdcgan-abc123")
+    assert chosen.run_dir == Path("mine")

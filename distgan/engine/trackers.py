@@ -12,11 +12,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from distgan.errors import ConfigError
 
 if TYPE_CHECKING:
     from distgan.config.schema import LogConfig
@@ -65,6 +68,16 @@ def log_artifact(run: Any, path: Path, kind: str, aliases: list[str]) -> None:
     artifact = wandb.Artifact(f"{run.id}-{path.stem}", type=kind)
     artifact.add_file(str(path))
     run.log_artifact(artifact, aliases=aliases)
+
+
+def check_trackers(log: LogConfig) -> None:
+    """Before any process starts: a tracker whose package is missing is one line (every rank
+    finds the same), not a traceback on rank 0 while the others wait."""
+    if "tensorboard" in log.trackers and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "log.trackers: tensorboard is not installed; pip install tensorboard (or distgan's "
+            "'[tensorboard]' extra), or drop it from log.trackers"
+        )
 
 
 class TensorBoard:

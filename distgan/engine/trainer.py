@@ -24,12 +24,14 @@ from distgan.engine.reporting import RunLogger, setup_console_logging
 from distgan.engine.runtime import describe, gather
 from distgan.engine.signals import StopFlag, StopTraining
 from distgan.engine.step import advance
+from distgan.engine.trackers import check_trackers
 from distgan.errors import OutOfMemory
 
 log = logging.getLogger("distgan")
 
 
 def train(cfg: Config) -> Path:
+    check_trackers(cfg.log)
     notes = honour_launch_options(cfg)  # accelerate launch's precision, dynamo, accumulation
     accelerator, deepspeed_config = start_processes(cfg)
     setup_console_logging(accelerator.process_index)
