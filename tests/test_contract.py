@@ -26,6 +26,7 @@ from conftest import (
     run_and_kill_after,
 )
 from PIL import Image
+from wandb_reader import read_offline_run
 
 from distgan import losses
 from distgan.cli import main
@@ -33,7 +34,6 @@ from distgan.config import parse_config, read_recipe
 from distgan.data.info import DatasetInfo
 from distgan.data.shards import Sample, write_shards
 from distgan.engine.parallel import DeepSpeedStrategy
-from distgan.engine.wandb_offline import read_offline_run
 from distgan.errors import ConfigError
 from distgan.families import build_family, get_family
 from distgan.families.base import Nets, Phase, check_phases

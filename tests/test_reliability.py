@@ -28,9 +28,9 @@ from conftest import (
     launch_cmd,
     run,
 )
+from wandb_reader import read_offline_run
 
 from distgan.engine.runtime import Precision
-from distgan.engine.wandb_offline import read_offline_run
 from distgan.errors import TrainingDiverged
 
 

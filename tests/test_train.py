@@ -19,8 +19,7 @@ from conftest import (
     run_and_kill_after,
 )
 from safetensors import safe_open
-
-from distgan.engine.wandb_offline import read_offline_run
+from wandb_reader import read_offline_run
 
 STEPS = 60
 EVERY = 10

@@ -258,14 +258,48 @@ SHORTHANDS = {
 }
 
 
+def _comma_list(value: Any) -> Any:
+    """``key=a,b`` on the command line is the list [a, b]."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class LogConfig(_Section):
+    """Where a run's figures go. The W&B keys left unset (null) leave W&B's own environment
+    variables in charge (WANDB_PROJECT, WANDB_NAME, WANDB_ENTITY, WANDB_RUN_GROUP, WANDB_TAGS,
+    WANDB_NOTES); without either, the project is "distgan" and the name the recipe's."""
+
+    trackers: list[Literal["wandb", "tensorboard"]] = Field(
+        default_factory=lambda: ["wandb"],
+        description="wandb (mode: log.wandb) and/or tensorboard (run.dir/tensorboard/)",
+    )
     wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
-    project: str = "distgan"
+    project: str | None = Field(None, description="W&B project (unset: WANDB_PROJECT, distgan)")
+    name: str | None = Field(None, description="W&B run name (unset: WANDB_NAME, the recipe)")
+    entity: str | None = Field(None, description="W&B entity (unset: WANDB_ENTITY)")
+    group: str | None = Field(None, description="W&B run group (unset: WANDB_RUN_GROUP)")
+    tags: list[str] | None = Field(None, description="W&B tags, e.g. [a, b] (unset: WANDB_TAGS)")
+    notes: str | None = Field(None, description="W&B notes (unset: WANDB_NOTES)")
+    artifacts: bool = Field(
+        False, description="log checkpoints/best.pt and the final export as W&B artifacts"
+    )
+
     every: int = Field(25, ge=1, description="scalar logging interval in steps")
     sample_every: int = Field(250, ge=1, description="preview-grid interval in steps")
     samples_per_class: int = Field(
         10, ge=1, description="grid columns: samples per class (conditional), or per row"
     )
+
+    @field_validator("trackers", "tags", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _comma_list(value)  # log.trackers=wandb,tensorboard on the command line
+
+    @field_validator("trackers")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
 
 class AugConfig(_Section):
@@ -280,10 +314,8 @@ class AugConfig(_Section):
 
     @field_validator("diffaug", mode="before")
     @classmethod
-    def _comma_list(cls, value: Any) -> Any:
-        if isinstance(value, str):  # aug.diffaug=color,translation on the command line
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    def _split(cls, value: Any) -> Any:
+        return _comma_list(value)  # aug.diffaug=color,translation on the command line
 
     @field_validator("diffaug")
     @classmethod

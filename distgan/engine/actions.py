@@ -185,3 +185,25 @@ class BestCheckpoint:
                 log.info(
                     "step %d: best %s so far (%.4g): %s", run.step, self.metric, value, self.path
                 )
+
+
+class LogArtifacts:
+    """``log.artifacts``: after the last step (rank 0), ``checkpoints/best.pt`` where evaluation
+    kept one, and the final checkpoint exported to ``run.dir/export.safetensors``, as W&B
+    artifacts (offline runs keep them for ``wandb sync``)."""
+
+    def __init__(self, reporter: RunLogger) -> None:
+        self.reporter = reporter
+
+    def after_step(self, run: Run, logged: dict[str, torch.Tensor]) -> None:
+        cfg = run.cfg
+        if not (cfg.log.artifacts and run.is_main and run.step == cfg.train.steps):
+            return
+        from distgan.trained.export import write_export
+
+        best = checkpoint.checkpoint_dir(cfg.run_dir) / "best.pt"
+        if best.is_file():
+            self.reporter.artifact(best, "model", ["best"])
+        export = cfg.run_dir / "export.safetensors"
+        write_export(checkpoint.checkpoint_path(cfg.run_dir, run.step), export)
+        self.reporter.artifact(export, "model", ["latest", f"step-{run.step}"])

@@ -4,7 +4,8 @@
   (CI logs, SLURM output files).
 * W&B: ``auto`` = online when logged in and the W&B server answers within 3 s, else offline
   (with a hint about ``wandb sync``); the run id lives in the checkpoint, so a resumed run
-  continues the same W&B run.
+  continues the same W&B run. Its names, tags and artifacts: engine/trackers.py.
+* TensorBoard (``log.trackers``): the same scalars, grids and evaluation figures.
 * Files in ``run.dir``: ``metrics.jsonl`` (every logged scalar), ``samples/step-XXXXXXXX.png``
   and, at the end, ``loss.png``.
 """
@@ -19,13 +20,18 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torchvision.utils import make_grid, save_image
+
+from distgan.engine.trackers import TensorBoard, log_artifact, wandb_init_args, wandb_run_id
+
+if TYPE_CHECKING:
+    from distgan.config.schema import LogConfig
 
 log = logging.getLogger("distgan")
 
@@ -97,16 +103,15 @@ class RunLogger:
         start_step: int,
         start_images: int,
         config: dict[str, Any],
-        wandb_setting: str,
-        wandb_project: str,
+        log_config: LogConfig,
         wandb_id: str | None,
-        every: int,
     ) -> None:
         self.active = active
         self.run_dir = run_dir
-        self.every = every
+        self.every = log_config.every
         self.wandb_run = None
         self.wandb_id = wandb_id
+        self.tensorboard: TensorBoard | None = None
         self._progress: Progress | None = None
         self._task = None
         self._last_time = time.perf_counter()
@@ -116,11 +121,14 @@ class RunLogger:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "samples").mkdir(exist_ok=True)
-        mode, hint = resolve_wandb_mode(wandb_setting)
-        if mode != "disabled":
-            self._start_wandb(mode, wandb_project, config)
-        if hint:
-            log.info(hint)
+        if "wandb" in log_config.trackers:
+            mode, hint = resolve_wandb_mode(log_config.wandb)
+            if mode != "disabled":
+                self._start_wandb(mode, wandb_init_args(log_config, config["name"]), config)
+            if hint:
+                log.info(hint)
+        if "tensorboard" in log_config.trackers:
+            self.tensorboard = TensorBoard(run_dir / "tensorboard", start_step)
         if sys.stderr.isatty():
             self._progress = Progress(
                 TextColumn("step {task.completed}/{task.total}"),
@@ -134,15 +142,12 @@ class RunLogger:
             )
             self._progress.start()
 
-    def _start_wandb(self, mode: str, project: str, config: dict[str, Any]) -> None:
+    def _start_wandb(self, mode: str, names: dict[str, Any], config: dict[str, Any]) -> None:
         import wandb
-        from wandb.sdk.lib.runid import generate_id
 
-        if self.wandb_id is None:
-            self.wandb_id = generate_id()
+        self.wandb_id = wandb_run_id(self.wandb_id)
         self.wandb_run = wandb.init(
-            project=project,
-            name=config.get("name"),
+            **names,
             dir=str(self.run_dir),
             id=self.wandb_id,
             resume="allow",
@@ -162,6 +167,8 @@ class RunLogger:
         self._append_metrics(record)
         if self.wandb_run is not None:
             self.wandb_run.log({**values, "images": images_seen, "img_per_s": rate}, step=step)
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(step, {**values, "images": images_seen, "img_per_s": rate})
         text = _format_stats(values, rate)
         if self._progress is not None:
             self._progress.update(self._task, completed=step, stats=text)
@@ -175,6 +182,8 @@ class RunLogger:
         self._append_metrics({"step": step, **values})
         if self.wandb_run is not None:
             self.wandb_run.log(values, step=step)
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(step, values)
         text = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
         if self._progress is not None:
             self._progress.console.print(f"step {step}  {text}")
@@ -218,7 +227,14 @@ class RunLogger:
             self.wandb_run.log(
                 {"samples": wandb.Image(str(path), caption=f"step {step}")}, step=step
             )
+        if self.tensorboard is not None:
+            self.tensorboard.image(step, "samples", grid)
         return path
+
+    def artifact(self, path: Path, kind: str, aliases: list[str]) -> None:
+        """A file as a W&B artifact (``log.artifacts``); nothing without a W&B run."""
+        if self.active and self.wandb_run is not None:
+            log_artifact(self.wandb_run, path, kind, aliases)
 
     def close(self) -> None:
         if not self.active:
@@ -227,6 +243,8 @@ class RunLogger:
             self._progress.stop()
         if self.wandb_run is not None:
             self.wandb_run.finish()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         try:
             plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
         except OSError as err:

@@ -106,6 +106,7 @@ def prepare(
 ) -> tuple[Plan, RunDirLock | contextlib.nullcontext]:
     """Lock the run folder and decide how the run starts (rank 0), the same on every rank.
     Returns the plan and the lock (a context manager; a no-op one on the other ranks)."""
+    for_sweep_trial(cfg)
     lock, plan, failure = None, None, None
     if accelerator.is_main_process:
         try:
@@ -123,6 +124,18 @@ def prepare(
     if failure is not None:
         raise getattr(errors, failure[0])(failure[1])
     return plan, lock or contextlib.nullcontext()
+
+
+def for_sweep_trial(cfg: Config) -> None:
+    """Under a W&B sweep agent (``WANDB_SWEEP_ID`` and the trial's ``WANDB_RUN_ID`` set), the
+    default run.dir becomes ``runs/{name}-<trial id>``: with one folder for all trials, each
+    trial would resume the one before (``resume=auto``). A run.dir set by hand is kept."""
+    trial = os.environ.get("WANDB_RUN_ID", "")
+    default = type(cfg.run).model_fields["dir"].default
+    in_sweep = os.environ.get("WANDB_SWEEP_ID") and re.fullmatch(r"[\w-]+", trial)
+    if in_sweep and cfg.run.dir == default:
+        cfg.run.dir = f"{default}-{trial}"
+        log.info("W&B sweep trial %s: run.dir %s", trial, cfg.run_dir)
 
 
 def _usable_folder(run_dir: Path) -> Path:

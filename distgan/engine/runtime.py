@@ -24,9 +24,10 @@ from typing import Any, ClassVar
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+from accelerate.utils import InitProcessGroupKwargs
 
 from distgan.config import Config
+from distgan.engine.ddp_options import ddp_kwargs
 from distgan.errors import ConfigError, LaunchError, TrainingDiverged
 
 log = logging.getLogger("distgan")
@@ -59,21 +60,14 @@ def fell_into_cpu_trap() -> bool:
 def process_accelerator(collective_timeout: float) -> Accelerator:
     """The Accelerator of this process (no checks): gloo on CPU-only machines, and how every
     trained network is wrapped in DDP (the trainer and ``distgan bench`` use the same)."""
-    kwargs = [
-        # Never static_graph: it silently gives wrong critic gradients with gradient penalties.
-        # No buffer broadcast before every forward pass (each one a collective, a point where the
-        # ranks wait for each other): BatchNorm statistics in train mode do not touch training,
-        # rank 0's are the ones checkpoints keep and evaluation broadcasts (broadcast_buffers
-        # below), and spectral norm's power iteration evolves alike on every rank. Gradients
-        # live in DDP's buckets (no copy).
-        DistributedDataParallelKwargs(
-            static_graph=False, broadcast_buffers=False, gradient_as_bucket_view=True
-        ),
-        # A dead rank must not hang the others forever.
-        InitProcessGroupKwargs(timeout=timedelta(seconds=collective_timeout)),
-    ]
+    # A dead rank must not hang the others forever.
+    kwargs = [InitProcessGroupKwargs(timeout=timedelta(seconds=collective_timeout))]
     cpu = not torch.cuda.is_available()
-    return Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=kwargs)
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=kwargs)
+    # no static graph, no buffer sync per forward pass (engine/ddp_options.py says why this
+    # attribute, which prepare() reads, and not kwargs_handlers)
+    accelerator.ddp_handler = ddp_kwargs()
+    return accelerator
 
 
 def gpus_present() -> bool:

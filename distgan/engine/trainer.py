@@ -17,19 +17,21 @@ import torch
 
 from distgan.config import Config, parse_duration, to_yaml
 from distgan.engine import checkpoint, resume_checks, rundir, transfer
-from distgan.engine.actions import Evaluate, LogScalars, Preview, SaveCheckpoint
+from distgan.engine.actions import Evaluate, LogArtifacts, LogScalars, Preview, SaveCheckpoint
 from distgan.engine.build import Run, build_run, start_processes
 from distgan.engine.launch_options import honour_launch_options
 from distgan.engine.reporting import RunLogger, setup_console_logging
 from distgan.engine.runtime import describe, gather
 from distgan.engine.signals import StopFlag, StopTraining
 from distgan.engine.step import advance
+from distgan.engine.trackers import check_trackers
 from distgan.errors import OutOfMemory
 
 log = logging.getLogger("distgan")
 
 
 def train(cfg: Config) -> Path:
+    check_trackers(cfg.log)
     notes = honour_launch_options(cfg)  # accelerate launch's precision, dynamo, accumulation
     accelerator, deepspeed_config = start_processes(cfg)
     setup_console_logging(accelerator.process_index)
@@ -58,6 +60,7 @@ def loop(run: Run, reporter: RunLogger) -> StopTraining | None:
         Preview(run, reporter),
         SaveCheckpoint(),
         Evaluate(run, reporter),  # after the checkpoint: a failed evaluation cannot cost it
+        LogArtifacts(reporter),  # best.pt and the final export, once evaluated
     ]
     t = run.cfg.train
     stop = StopFlag(parse_duration(t.time_limit), t.stop_check_every, run.device)
@@ -148,10 +151,8 @@ def open_reporter(run: Run, parallel: str | None) -> RunLogger:
                 "device": str(run.device),
             },
         },
-        wandb_setting=cfg.log.wandb,
-        wandb_project=cfg.log.project,
+        log_config=cfg.log,
         wandb_id=run.wandb_id,
-        every=cfg.log.every,
     )
     run.wandb_id = reporter.wandb_id
     micro = f" × {t.accumulate} micro-batches" if t.accumulate > 1 else ""

@@ -1,5 +1,6 @@
 """``distgan export``: a trained model's networks as safetensors, with each network's
-hyper-parameters and the run's config in the metadata."""
+hyper-parameters and the run's config in the metadata (string values, JSON inside), which is all
+``distgan.load``, ``sample``, ``colorize``, ``translate`` and ``latent`` need to use the file."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from distgan.errors import ConfigError
-from distgan.trained.model import Model, load, refuse_non_finite
+from distgan.trained.model import EXPORT_FORMAT, Model, load, refuse_non_finite
 
 
 def export_tensors(
@@ -42,7 +43,7 @@ def export_tensors(
         for param, value in module.state_dict().items()
     }
     metadata = {
-        "format": "distgan-networks/1",
+        "format": EXPORT_FORMAT,
         "family": model.cfg.family,
         "recipe": model.cfg.name,
         "step": str(model.step),
@@ -56,18 +57,27 @@ def export_tensors(
 
 def export_command(args: argparse.Namespace) -> int:
     """``distgan export --ckpt C --out F.safetensors [--nets G,D] [--weights raw|ema|both]``."""
-    from safetensors.torch import save_file
-
     out = Path(args.out)
     if out.suffix.lower() != ".safetensors":
         raise ConfigError(f"--out {out}: use a .safetensors file name")
-    model = load(args.ckpt, weights="raw" if args.weights == "raw" else None)
-    names = args.nets.split(",") if args.nets else list(model.family.inference)
-    tensors, metadata = export_tensors(model, names, args.weights)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out), metadata=metadata)
+    nets = args.nets.split(",") if args.nets else None
+    tensors, metadata = write_export(args.ckpt, out, nets, args.weights)
     print(
         f"distgan: exported {metadata['networks']} ({len(tensors)} tensors) to {out}",
         file=sys.stderr,
     )
     return 0
+
+
+def write_export(
+    ckpt: str | Path, out: Path, nets: list[str] | None = None, weights: str = "both"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Export the networks ``nets`` (default: those outputs come from) of ``ckpt`` to ``out``;
+    ``distgan.load(out)`` reads it back (trained/model.py)."""
+    from safetensors.torch import save_file
+
+    model = load(ckpt, weights="raw" if weights == "raw" else None)
+    tensors, metadata = export_tensors(model, nets or list(model.family.inference), weights)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out), metadata=metadata)
+    return tensors, metadata

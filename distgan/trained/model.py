@@ -14,6 +14,7 @@ any device, and ``m.sample(n, seed=s)`` decodes exactly ``m.latents(n, seed=s)``
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -219,8 +220,11 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", weights: str | None = None) -> Model:
-    """A trained model from a checkpoint file or a run folder (its newest usable checkpoint)."""
+    """A trained model from a checkpoint file, a run folder (its newest usable checkpoint) or
+    the ``.safetensors`` file ``distgan export`` wrote."""
     device, path = torch.device(device), Path(path)
+    if path.suffix.lower() == ".safetensors" and not path.is_dir():
+        return load_export(path, device, weights)
     if path.is_dir():
         run_dir = path.parent if path.name == "checkpoints" else path
         found = checkpoint.latest_valid(run_dir)
@@ -283,3 +287,74 @@ def refuse_non_finite(path: str | Path, modules: dict[str, nn.Module]) -> None:
     raise checkpoint.CheckpointError(
         f"checkpoint '{path}': the weights of {', '.join(bad)} are not finite (inf/NaN); {hint}"
     )
+
+
+EXPORT_FORMAT = "distgan-networks/1"
+
+
+def load_export(path: Path, device: torch.device, weights: str | None) -> Model:
+    """A model from ``distgan export``'s file: the family rebuilt from the config in its
+    metadata, checked against each network's recorded hyper-parameters, with the networks the
+    file holds (``G`` trained, ``G_ema`` the EMA copy); its outputs equal the checkpoint's."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise checkpoint.CheckpointError(f"export '{path}' does not exist")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        if meta.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, not {EXPORT_FORMAT}")
+        state = {
+            "step": int(meta["step"]),
+            "config": json.loads(meta["config"]),
+            "data_info": json.loads(meta["data_info"]),
+        }
+        names, hparams = json.loads(meta["networks"]), json.loads(meta["hparams"])
+        data = {name: DatasetInfo(**info) for name, info in state["data_info"].items()}
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
+        raise checkpoint.CheckpointError(
+            f"'{path}' is not a file of distgan export ({str(err).splitlines()[0][:120]})"
+        ) from None
+    cfg = recipe_from_checkpoint(state, path)  # a built-in family unless allowed
+    family = build_family(cfg, data)
+    built = family.build_networks()
+    networks: dict[str, nn.Module] = {}
+    ema: dict[str, nn.Module] = {}
+    for key in names:
+        base = key.removesuffix("_ema")
+        if base not in built:
+            raise checkpoint.CheckpointError(
+                f"'{path}': family '{cfg.family}' has no network {base} "
+                f"(networks: {', '.join(built)})"
+            )
+        module = copy.deepcopy(built[base]) if key != base else built[base]
+        if json.loads(json.dumps(getattr(module, "hparams", {}))) != hparams.get(key):
+            raise checkpoint.CheckpointError(
+                f"'{path}': network {key}'s hyper-parameters differ from those its config "
+                "builds; export it again with this distgan"
+            )
+        own = {k.removeprefix(f"{key}."): v for k, v in tensors.items() if k.startswith(f"{key}.")}
+        try:
+            module.load_state_dict(own)
+        except RuntimeError as err:
+            raise checkpoint.CheckpointError(
+                f"'{path}': {key} does not fit family '{cfg.family}' "
+                f"({str(err).splitlines()[0][:120]})"
+            ) from None
+        module.to(device).eval().requires_grad_(False)
+        (ema if key != base else networks)[base] = module
+    for name in family.inference:
+        if name not in networks and name in ema and weights != "raw":
+            networks[name] = ema[name]  # only its EMA copy was exported (--weights ema)
+        elif name not in networks:
+            held = "only its EMA copy" if name in ema else "neither its weights nor an EMA copy"
+            raise ConfigError(
+                f"'{path}' holds {held} of {name}; use the checkpoint, or export with "
+                "--weights both"
+            )
+    model = Model(cfg, family, networks, ema, state, weights, device)
+    model.path = path
+    refuse_non_finite(path, {name: model.nets.raw(name) for name in family.inference})
+    return model

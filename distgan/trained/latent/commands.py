@@ -336,6 +336,7 @@ def _coloured(model: Model, args) -> tuple[torch.Tensor, np.ndarray, list[str]]:
 def _log_to_wandb(model: Model, tool: str, paths: list[Path]) -> None:
     """Log the figures into the checkpoint's W&B run (its id; offline unless logged in)."""
     from distgan.engine.reporting import resolve_wandb_mode
+    from distgan.engine.trackers import wandb_init_args
 
     mode, _ = resolve_wandb_mode(model.cfg.log.wandb)
     if mode == "disabled":
@@ -343,8 +344,9 @@ def _log_to_wandb(model: Model, tool: str, paths: list[Path]) -> None:
         return
     import wandb
 
+    names = wandb_init_args(model.cfg.log, model.cfg.name)
     run = wandb.init(
-        project=model.cfg.log.project,
+        **{k: v for k, v in names.items() if k in ("project", "entity")},  # the run's own
         id=model.state.get("wandb_id"),
         resume="allow",
         dir=str(model.cfg.run_dir),
