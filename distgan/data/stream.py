@@ -47,12 +47,13 @@ import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from distgan.data.decode import _check_against, decode_sample
+from distgan.data.elastic import ElasticPlan, sample_offsets
 from distgan.data.info import dataset_info
 from distgan.data.shards import iter_samples, read_manifest, verify_shards
 from distgan.data.transforms import Transforms
@@ -61,11 +62,14 @@ from distgan.errors import ShardError
 log = logging.getLogger("distgan.data")
 
 Mode = Literal["epoch", "resampled"]
+Item = TypeVar("Item")
 
 
-def _shuffled(items: Iterator[dict], bufsize: int, rng: random.Random) -> Iterator[dict]:
-    """Reservoir-style shuffle buffer (what WebDataset's ``shuffle`` does, with our own rng)."""
-    buffer: list[dict] = []
+def _shuffled(items: Iterator[Item], bufsize: int, rng: random.Random) -> Iterator[Item]:
+    """Reservoir-style shuffle buffer (what WebDataset's ``shuffle`` does, with our own rng).
+    Its draws do not depend on the items: replayed on sample indices it gives the read order
+    (distgan/data/elastic.py)."""
+    buffer: list[Item] = []
     for item in items:
         if len(buffer) < bufsize:
             buffer.append(item)
@@ -145,6 +149,7 @@ class ShardStream(IterableDataset):
         # Set by ResumableLoader before the workers start: per logical worker (epoch, samples read)
         self.start_positions = [(0, 0)] * self.num_workers
         self.worker_offset = 0
+        self.plan: ElasticPlan | None = None  # set on a resume on another world size
         self.pieces = self.manifest["shards"]
         if mode == "epoch":
             self.pieces = pieces_for(self.manifest["shards"], world_size * self.num_workers)
@@ -174,7 +179,41 @@ class ShardStream(IterableDataset):
         """Whole batches' worth of samples (batches run on across epochs, so this is a floor)."""
         return self.samples_in_epoch(epoch, worker) // self.batch_size
 
+    def catching_up(self, epoch: int) -> bool:
+        """Whether ``epoch`` is one whose unseen samples an elastic resume deals out."""
+        return self.plan is not None and epoch < self.plan.first_epoch
+
+    def sample_order(self, epoch: int, worker: int) -> list[int]:
+        """The samples (indices in the data set's order) a worker reads in ``epoch``, before
+        its shuffle buffer (epoch mode)."""
+        if self.plan is not None and epoch < self.plan.first_epoch:
+            slots = self.world_size * self.num_workers
+            return self.plan.catch_up(epoch, self.rank * self.num_workers + worker, slots)
+        offsets = sample_offsets(self.manifest)
+        order: list[int] = []
+        for piece in self.worker_shards(epoch, worker):
+            start = offsets[piece["file"]] + piece.get("start", 0)
+            order.extend(range(start, start + piece["count"]))
+        return order
+
+    def read_order(self, epoch: int, worker: int) -> list[int]:
+        """The samples in the order the worker reads them in ``epoch`` (after its buffer)."""
+        rng = random.Random(f"{self.seed}/buffer/{epoch}/{self.rank}/{worker}")
+        return list(_shuffled(iter(self.sample_order(epoch, worker)), self.shuffle_buffer, rng))
+
     # -- the worker's stream
+    def _raw_at(self, indices: list[int]) -> Iterator[dict[str, Any]]:
+        """The raw samples at ``indices`` (ascending, data set order), shard by shard."""
+        wanted = set(indices)
+        for shard, start in sample_offsets(self.manifest).items():
+            stop = start + next(s["count"] for s in self.manifest["shards"] if s["file"] == shard)
+            if not wanted.intersection(range(start, stop)):
+                continue
+            for index, sample in enumerate(iter_samples(self.shard_dir / shard), start):
+                if index in wanted:
+                    sample["__shard__"] = shard
+                    yield sample
+
     def _raw_samples(self, shards: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for shard in shards:
             samples = iter_samples(self.shard_dir / shard["file"])
@@ -187,7 +226,10 @@ class ShardStream(IterableDataset):
     def epoch_samples(self, epoch: int, worker: int) -> Iterator[dict[str, Any]]:
         """The raw samples logical worker ``worker`` reads in ``epoch``, in their shuffled order."""
         rng = random.Random(f"{self.seed}/buffer/{epoch}/{self.rank}/{worker}")
-        raw = self._raw_samples(self.worker_shards(epoch, worker))
+        if self.catching_up(epoch):
+            raw = self._raw_at(self.sample_order(epoch, worker))
+        else:
+            raw = self._raw_samples(self.worker_shards(epoch, worker))
         return _shuffled(raw, self.shuffle_buffer, rng)
 
     def decode(self, raw: dict[str, Any], epoch: int) -> dict[str, Any] | None:
@@ -211,6 +253,7 @@ class ShardStream(IterableDataset):
     def _worker_batches(self, worker: int) -> Iterator[dict[str, Any]]:
         epoch, read = self.start_positions[worker]
         pending: list[dict[str, Any]] = []
+        epochs: list[int] = []  # each pending sample's epoch (a batch may hold two)
         bad = 0
         while True:
             samples = self.epoch_samples(epoch, worker)
@@ -225,12 +268,14 @@ class ShardStream(IterableDataset):
                     continue
                 good += 1
                 pending.append(item)
+                epochs.append(epoch)
                 if len(pending) == self.batch_size:
                     batch = self.collate(pending)
                     batch.update(_worker=worker, _position=(epoch, read), _bad=bad)
+                    batch["_epochs"] = epochs
                     yield batch
-                    pending, bad = [], 0
-            if good == 0 and from_start:
+                    pending, epochs, bad = [], [], 0
+            if good == 0 and from_start and not self.catching_up(epoch):
                 raise ShardError(
                     f"rank {self.rank} worker {worker} found no decodable sample in its shards "
                     f"of '{self.shard_dir}' in epoch {epoch}; check them with data.verify=true"

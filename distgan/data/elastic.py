@@ -1,0 +1,128 @@
+"""Resume on another world size in ``data.mode=epoch`` without losing the epoch's accounting.
+
+What "seen" means
+-----------------
+A sample counts as *seen* in epoch ``e`` once a batch holding it has been handed to the trainer
+(the positions a checkpoint saves: per rank × logical worker, the epoch and the number of raw
+samples read in it, undecodable ones included). Samples still in a shuffle buffer, in a batch
+being filled or in a batch prefetched by a loader process are *unseen*. Workers of one rank may
+be in different epochs (batches run on across epoch boundaries): a worker past epoch ``e`` has
+seen all of its share of ``e``, a worker in ``e`` the first ``read`` samples of its shuffled
+order, a worker before ``e`` none of it.
+
+The plan
+--------
+A resume on another world size (or another ``data.num_workers``) replays, from the saved
+positions alone, which samples every old rank × worker had read: a worker's read order is a
+pure function of the seed, the epoch, its rank and its share of the shards (the shuffle buffer
+draws the same random numbers whatever the samples hold), so no shard is read for it. For each
+*open* epoch (from the oldest to the newest epoch any old worker is in) it records the seen
+samples as a mask over the data set. The new run's ranks × workers first read the *unseen*
+samples of each open epoch, oldest first, dealt as contiguous runs of the data set's order
+(a worker reads few shards) and shuffled by its buffer, then continue with normal epochs from
+the one after the newest open epoch. So every sample the interrupted epochs had not yet seen is
+trained on exactly once, spread over the new ranks. A run that is still catching up saves its
+plan with its positions, so it resumes exactly, or elastically again.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from distgan.data.stream import ShardStream
+
+
+@dataclass
+class ElasticPlan:
+    """Open epochs ``seen`` (epoch → bool mask over the data set's samples, manifest order)
+    whose unseen samples are read first; normal epochs start at ``first_epoch``."""
+
+    first_epoch: int
+    seen: dict[int, np.ndarray]
+
+    def catch_up(self, epoch: int, slot: int, slots: int) -> list[int]:
+        """The unseen samples of ``epoch`` that reader ``slot`` of ``slots`` reads (a contiguous
+        run of the unseen ones, so that it touches few shards)."""
+        mask = self.seen.get(epoch)
+        if mask is None:
+            return []
+        unseen = np.flatnonzero(~mask)
+        lo, hi = len(unseen) * slot // slots, len(unseen) * (slot + 1) // slots
+        return unseen[lo:hi].tolist()
+
+    def state_dict(self) -> dict[str, Any]:
+        packed = {str(e): torch.from_numpy(np.packbits(m)) for e, m in self.seen.items()}
+        sizes = {str(e): len(m) for e, m in self.seen.items()}
+        return {"first_epoch": self.first_epoch, "seen": packed, "sizes": sizes}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ElasticPlan:
+        seen = {
+            int(e): np.unpackbits(bits.numpy())[: state["sizes"][e]].astype(bool)
+            for e, bits in state["seen"].items()
+        }
+        return cls(int(state["first_epoch"]), seen)
+
+
+def sample_offsets(manifest: dict[str, Any]) -> dict[str, int]:
+    """Each shard's first sample in the data set's order (the manifest's)."""
+    counts = [shard["count"] for shard in manifest["shards"]]
+    starts = itertools.accumulate(counts, initial=0)
+    return {shard["file"]: start for shard, start in zip(manifest["shards"], starts, strict=False)}
+
+
+def total_samples(manifest: dict[str, Any]) -> int:
+    return sum(shard["count"] for shard in manifest["shards"])
+
+
+def old_reader(stream: ShardStream, saved: dict[str, Any], rank: int) -> ShardStream:
+    """A copy of ``stream`` in the geometry of old rank ``rank`` (its world, workers, buffer
+    and plan), to replay what it read; it never opens a shard."""
+    from distgan.data.stream import pieces_for
+
+    old = copy.copy(stream)
+    old.rank, old.world_size = rank, int(saved["world_size"])
+    old.num_workers = int(saved["num_workers"])
+    old.shuffle_buffer = int(saved.get("shuffle_buffer", stream.shuffle_buffer))
+    old.pieces = pieces_for(stream.manifest["shards"], old.world_size * old.num_workers)
+    old.plan = ElasticPlan.from_state(saved["elastic"]) if saved.get("elastic") else None
+    return old
+
+
+def plan_from(stream: ShardStream, saved: list[dict[str, Any]]) -> ElasticPlan:
+    """The plan of a new geometry from every old rank's saved position of this stream."""
+    readers = [old_reader(stream, state, rank) for rank, state in enumerate(saved)]
+    positions = [
+        (reader, worker, int(epoch), int(read))
+        for reader, state in zip(readers, saved, strict=True)
+        for worker, (epoch, read) in enumerate(state["positions"])
+    ]
+    first = min(epoch for _, _, epoch, _ in positions)
+    last = max(epoch for _, _, epoch, _ in positions)
+    total = total_samples(stream.manifest)
+    old_plan = next((r.plan for r in readers if r.plan is not None), None)
+    seen: dict[int, np.ndarray] = {}
+    for epoch in range(first, last + 1):
+        mask = np.zeros(total, dtype=bool)
+        if old_plan is not None and epoch < old_plan.first_epoch:
+            mask |= old_plan.seen.get(epoch, np.ones(total, dtype=bool))
+        for reader, worker, at_epoch, read in positions:
+            if at_epoch < epoch:
+                continue
+            reader.plan = old_plan
+            order = reader.read_order(epoch, worker)
+            mask[order if at_epoch > epoch else order[:read]] = True
+        seen[epoch] = mask
+    return ElasticPlan(last + 1, seen)
+
+
+def unseen_counts(plan: ElasticPlan) -> dict[int, int]:
+    """Per open epoch, how many samples the new ranks read first (for the console)."""
+    return {epoch: int((~mask).sum()) for epoch, mask in plan.seen.items()}
