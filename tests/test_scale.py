@@ -5,12 +5,15 @@ real one. The 16- and 32-rank start-up checks are unit tests (tests/test_data.py
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY_RECIPES, run
 
+EVALUATED = ["photos-colorize", "facades-pix2pix", "horse2zebra-cyclegan"]  # their eval.shards
 RECIPES = ["digits-cdcgan", "photos-colorize", "cifar10-horse-dcgan", "facades-pix2pix",
            "horse2zebra-cyclegan"]  # fmt: skip
 SMALL = [
@@ -67,3 +70,7 @@ def test_the_8_gpu_launch_command_runs_every_recipe_with_8_processes(
         assert f"trained {name} in" in proc.stderr, proc.stderr[-3000:]
         assert (tmp_path / name / "checkpoints" / "step-00000002.pt").is_file()
     assert "parameters identical on all 8 ranks" in proc.stderr
+    for name in EVALUATED:  # evaluated at the last step, over the 8 ranks, after its checkpoint
+        figures = json.loads((tmp_path / name / "eval" / "step-00000002.json").read_text())
+        assert figures["protocol"]["processes"] == 8, name
+        assert figures["figures"] and all(map(math.isfinite, figures["figures"].values())), name
