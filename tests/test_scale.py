@@ -70,7 +70,9 @@ def test_the_8_gpu_launch_command_runs_every_recipe_with_8_processes(
         assert f"trained {name} in" in proc.stderr, proc.stderr[-3000:]
         assert (tmp_path / name / "checkpoints" / "step-00000002.pt").is_file()
     assert "parameters identical on all 8 ranks" in proc.stderr
-    for name in EVALUATED:  # evaluated at the last step, over the 8 ranks, after its checkpoint
-        figures = json.loads((tmp_path / name / "eval" / "step-00000002.json").read_text())
-        assert figures["protocol"]["processes"] == 8, name
-        assert figures["figures"] and all(map(math.isfinite, figures["figures"].values())), name
+    for name in EVALUATED:  # evaluated at the last step over the 8 ranks, after its checkpoint
+        rows = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        figures = [row for row in map(json.loads, rows) if "eval/n" in row]
+        assert [row["step"] for row in figures] == [2], name
+        assert figures[0]["eval/n"] == 16, name  # eval.n held-out samples, dealt over 8 ranks
+        assert all(math.isfinite(v) for k, v in figures[0].items() if k.startswith("eval/")), name

@@ -68,18 +68,31 @@ def float64_sum_hook(
     return future.then(mean)
 
 
-# DDP checks the hook's annotations as objects (this module's are strings)
-float64_sum_hook.__annotations__ = {
-    "state": None,
-    "bucket": torch.distributed.GradBucket,
-    "return": torch.futures.Future[torch.Tensor],
-}
+def skip_all_reduce_hook(
+    state: None, bucket: torch.distributed.GradBucket
+) -> torch.futures.Future[torch.Tensor]:
+    """Each rank keeps its own gradients: DDP's bookkeeping without the reduction (only for
+    ``distgan bench ddp``, which times the two apart)."""
+    del state
+    future: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+    future.set_result(bucket.buffer())
+    return future
+
+
+# DDP checks the hooks' annotations as objects (this module's are strings)
+for _hook in (float64_sum_hook, skip_all_reduce_hook):
+    _hook.__annotations__ = {
+        "state": None,
+        "bucket": torch.distributed.GradBucket,
+        "return": torch.futures.Future[torch.Tensor],
+    }
 
 
 class DDPStrategy:
     """DDP through accelerate: a wrapper per trained network (never static_graph)."""
 
     sharded = False  # optimizer states are identical on every rank: rank 0's are saved
+    comm_hook = None  # another gradient reduction (distgan bench ddp: none at all)
 
     def __init__(
         self,
@@ -91,10 +104,10 @@ class DDPStrategy:
         self.precision = precision
         self.optimizers = optimizers
         self.wrapped = {name: accelerator.prepare_model(models[name]) for name in optimizers}
-        if accelerator.num_processes > 2:
-            for module in self.wrapped.values():
-                if isinstance(module, nn.parallel.DistributedDataParallel):
-                    module.register_comm_hook(None, float64_sum_hook)
+        hook = self.comm_hook or (float64_sum_hook if accelerator.num_processes > 2 else None)
+        for module in self.wrapped.values():
+            if hook is not None and isinstance(module, nn.parallel.DistributedDataParallel):
+                module.register_comm_hook(None, hook)
 
     def module(self, name: str) -> nn.Module:
         return self.wrapped[name]
