@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 import torch
 from conftest import (
     ROOT,
+    STEPS,
     assert_bit_identical,
     env_for_tests,
     final_weights,
@@ -33,7 +35,7 @@ from distgan.engine import checkpoint
 from distgan.engine.build import build_run
 from distgan.engine.runtime import process_accelerator
 from distgan.families._image_pool import ImagePool
-from distgan.recipe import load_recipe
+from distgan.recipe import load_recipe, recipe_from_dict
 
 # 96 samples in 8 shards; 4 ranks × 2 workers × batch 5: a worker reads 12 samples an epoch, so
 # batches straddle epochs and the workers of one rank are in different epochs at step 5
@@ -163,7 +165,7 @@ def test_a_resume_on_another_world_size_trains_each_unseen_sample_once(
     assert "reads the unseen samples first (8 of epoch 0, 84 of epoch 1), then epoch 2" in (
         proc.stderr
     )
-    assert "per-rank state (none) of 4 ranks is none over 2 ranks" in proc.stderr
+    assert "family 'dcgan' keeps no per-rank state" in proc.stderr
     before = key_counts(keys_4, batches=5)
     assert_each_sample_once(before + key_counts(keys_2), keys, epochs=3)
     # 2 → 4 from the 2-process run's checkpoint at step 10, while it is still catching up
@@ -219,3 +221,25 @@ def test_image_pools_are_dealt_over_the_new_ranks_within_their_size() -> None:
     old = [{"images": [torch.full((1,), 10.0 * r + i) for i in range(3)]} for r in range(4)]
     new = [ImagePool.regroup(old, rank, 2, size=3)["images"] for rank in range(2)]
     assert [[t.item() for t in pool] for pool in new] == [[0, 20, 1], [10, 30, 11]]
+
+
+def test_cyclegan_pools_of_2_ranks_are_regrouped_for_1(
+    trained, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shared 2-process CycleGAN run's checkpoint resumed by 1 process (in process): its
+    pools hold both ranks' images in turns, and the console says so in one line."""
+    path = trained[0] / "horse2zebra-cyclegan" / "checkpoints" / f"step-{STEPS:08d}.pt"
+    state = checkpoint.load(path)
+    saved = state["config"]
+    cfg = recipe_from_dict({**saved, "run": {**saved["run"], "dir": str(tmp_path)}})
+    info = {name: DatasetInfo(**fields) for name, fields in state["data_info"].items()}
+    run_ = build_run(cfg, process_accelerator(60), data_info=info)
+    with caplog.at_level(logging.WARNING, logger="distgan"):
+        checkpoint.restore(run_, state, path)
+    assert "per-rank state (A, B) of 2 ranks is redistributed over 1 ranks" in caplog.text
+    for side in "AB":
+        pools = [state["family"][rank][side]["images"] for rank in range(2)]
+        turns = [image for pair in zip(*pools, strict=True) for image in pair]
+        mine = run_.family.state_dict()[side]["images"]
+        assert len(mine) == run_.family.pools[side].size == 3
+        assert all(torch.equal(a, b) for a, b in zip(mine, turns, strict=False))

@@ -43,16 +43,18 @@ def restore_per_rank(run: Run, state: dict[str, Any]) -> None:
     if mine is not None:
         run.family.load_state_dict(mine)
     if run.is_main:
-        what = ", ".join(sorted({key for s in saved for key in s})) or "none"
-        verdict = "none" if not any(saved) else "redistributed" if mine else "dropped"
-        log.warning(
-            "family '%s': its per-rank state (%s) of %d ranks is %s over %d ranks",
-            run.cfg.family,
-            what,
-            old_world,
-            verdict,
-            run.world,
-        )
+        if not any(saved):
+            log.warning("family '%s' keeps no per-rank state: nothing to regroup", run.cfg.family)
+        else:
+            log.warning(
+                "family '%s': its per-rank state (%s) of %d ranks is %s",
+                run.cfg.family,
+                ", ".join(sorted({key for state in saved for key in state})),
+                old_world,
+                f"redistributed over {run.world} ranks"
+                if mine is not None
+                else "dropped (the family does not regroup it)",
+            )
 
 
 def summed_tallies(
