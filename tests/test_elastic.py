@@ -30,7 +30,9 @@ from conftest import (
 )
 
 from distgan.data.info import DatasetInfo
+from distgan.data.loader import KEY_LOG, ResumableLoader
 from distgan.data.shards import iter_samples, read_manifest
+from distgan.data.stream import ShardStream
 from distgan.engine import checkpoint
 from distgan.engine.build import build_run
 from distgan.engine.runtime import process_accelerator
@@ -215,6 +217,42 @@ def _tensors(value) -> list[torch.Tensor]:
     if isinstance(value, list | tuple):
         return [t for item in value for t in _tensors(item)]
     return []
+
+
+@pytest.mark.parametrize("workers", [(2, 2, 2), (2, 1, 3)])
+def test_the_plan_deals_each_unseen_sample_once_in_process(
+    fixture_shards: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers
+) -> None:
+    """The loaders alone (no launch), 4 ranks → 2 → 4, with the workers per rank changing too:
+    the key logs hold every sample once in each of the epochs they cover."""
+    monkeypatch.setenv(KEY_LOG, str(tmp_path))
+    folder = fixture_shards["s32"]
+    keys = sorted(s["__key__"] for shard in read_manifest(folder)["shards"]
+                  for s in iter_samples(folder / shard["file"]))  # fmt: skip
+
+    def loaders(world: int, num_workers: int) -> list[ResumableLoader]:
+        return [ResumableLoader(ShardStream(folder, batch_size=5, seed=5, rank=rank,
+                                            world_size=world, num_workers=num_workers,
+                                            shuffle_buffer=8), 0)
+                for rank in range(world)]  # fmt: skip
+
+    def take(ranks: list[ResumableLoader], steps: int) -> list[dict]:
+        for loader in ranks:
+            for _ in range(steps):
+                next(loader)
+            loader.close()
+        return [loader.state_dict() for loader in ranks]
+
+    saved = take(loaders(4, workers[0]), 5)
+    two = loaders(2, workers[1])
+    for loader in two:
+        loader.load_elastic(saved)
+    saved = take(two, 5)
+    four = loaders(4, workers[2])
+    for loader in four:
+        loader.load_elastic(saved)
+    take(four, 20)
+    assert_each_sample_once(key_counts(tmp_path), keys, epochs=3)
 
 
 def test_image_pools_are_dealt_over_the_new_ranks_within_their_size() -> None:

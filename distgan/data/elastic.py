@@ -27,16 +27,24 @@ plan with its positions, so it resumes exactly, or elastically again.
 
 from __future__ import annotations
 
-import copy
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from distgan.data.stream import ShardStream
+
+class Stream(Protocol):
+    """What the plan needs of a :class:`~distgan.data.stream.ShardStream` (not imported: the
+    stream imports this module)."""
+
+    manifest: dict[str, Any]
+    plan: ElasticPlan | None
+
+    def in_geometry(self, rank: int, world: int, workers: int, buffer: int) -> Stream: ...
+
+    def read_order(self, epoch: int, worker: int) -> list[int]: ...
 
 
 @dataclass
@@ -82,21 +90,16 @@ def total_samples(manifest: dict[str, Any]) -> int:
     return sum(shard["count"] for shard in manifest["shards"])
 
 
-def old_reader(stream: ShardStream, saved: dict[str, Any], rank: int) -> ShardStream:
+def old_reader(stream: Stream, saved: dict[str, Any], rank: int) -> Stream:
     """A copy of ``stream`` in the geometry of old rank ``rank`` (its world, workers, buffer
     and plan), to replay what it read; it never opens a shard."""
-    from distgan.data.stream import pieces_for
-
-    old = copy.copy(stream)
-    old.rank, old.world_size = rank, int(saved["world_size"])
-    old.num_workers = int(saved["num_workers"])
-    old.shuffle_buffer = int(saved.get("shuffle_buffer", stream.shuffle_buffer))
-    old.pieces = pieces_for(stream.manifest["shards"], old.world_size * old.num_workers)
+    buffer = int(saved.get("shuffle_buffer", getattr(stream, "shuffle_buffer", 1000)))
+    old = stream.in_geometry(rank, int(saved["world_size"]), int(saved["num_workers"]), buffer)
     old.plan = ElasticPlan.from_state(saved["elastic"]) if saved.get("elastic") else None
     return old
 
 
-def plan_from(stream: ShardStream, saved: list[dict[str, Any]]) -> ElasticPlan:
+def plan_from(stream: Stream, saved: list[dict[str, Any]]) -> ElasticPlan:
     """The plan of a new geometry from every old rank's saved position of this stream."""
     readers = [old_reader(stream, state, rank) for rank, state in enumerate(saved)]
     positions = [

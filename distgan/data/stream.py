@@ -41,6 +41,7 @@ pix2pix pair, transformed like ``image``).
 from __future__ import annotations
 
 import collections
+import copy
 import itertools
 import logging
 import random
@@ -195,6 +196,15 @@ class ShardStream(IterableDataset):
             start = offsets[piece["file"]] + piece.get("start", 0)
             order.extend(range(start, start + piece["count"]))
         return order
+
+    def in_geometry(self, rank: int, world: int, workers: int, buffer: int) -> ShardStream:
+        """A copy of this stream as rank ``rank`` of another world would read it (to replay
+        an old world's reads: distgan/data/elastic.py); it shares the manifest."""
+        other = copy.copy(self)
+        other.rank, other.world_size, other.num_workers = rank, world, workers
+        other.shuffle_buffer = buffer
+        other.pieces = pieces_for(self.manifest["shards"], world * workers)
+        return other
 
     def read_order(self, epoch: int, worker: int) -> list[int]:
         """The samples in the order the worker reads them in ``epoch`` (after its buffer)."""
