@@ -39,8 +39,9 @@ class Stream(Protocol):
     """What the plan needs of a :class:`~distgan.data.stream.ShardStream` (not imported: the
     stream imports this module)."""
 
-    manifest: dict[str, Any]
     plan: ElasticPlan | None
+
+    def dealt(self) -> list[dict[str, Any]]: ...
 
     def in_geometry(self, rank: int, world: int, workers: int, buffer: int) -> Stream: ...
 
@@ -79,15 +80,10 @@ class ElasticPlan:
         return cls(int(state["first_epoch"]), seen)
 
 
-def sample_offsets(manifest: dict[str, Any]) -> dict[str, int]:
-    """Each shard's first sample in the data set's order (the manifest's)."""
-    counts = [shard["count"] for shard in manifest["shards"]]
-    starts = itertools.accumulate(counts, initial=0)
-    return {shard["file"]: start for shard, start in zip(manifest["shards"], starts, strict=False)}
-
-
-def total_samples(manifest: dict[str, Any]) -> int:
-    return sum(shard["count"] for shard in manifest["shards"])
+def sample_offsets(shards: list[dict[str, Any]]) -> dict[str, int]:
+    """Each shard's first sample in the data set's order (``ShardStream.dealt``'s)."""
+    starts = itertools.accumulate((shard["count"] for shard in shards), initial=0)
+    return {shard["file"]: start for shard, start in zip(shards, starts, strict=False)}
 
 
 def old_reader(stream: Stream, saved: dict[str, Any], rank: int) -> Stream:
@@ -109,7 +105,7 @@ def plan_from(stream: Stream, saved: list[dict[str, Any]]) -> ElasticPlan:
     ]
     first = min(epoch for _, _, epoch, _ in positions)
     last = max(epoch for _, _, epoch, _ in positions)
-    total = total_samples(stream.manifest)
+    total = sum(shard["count"] for shard in stream.dealt())
     old_plan = next((r.plan for r in readers if r.plan is not None), None)
     seen: dict[int, np.ndarray] = {}
     for epoch in range(first, last + 1):

@@ -151,7 +151,7 @@ class ResumableLoader:
         size or number of workers: the open epochs' unseen samples first (data/elastic.py).
         Returns what happened, for the console."""
         expected = self._fingerprint()
-        same = ("manifest", "seed", "mode")
+        same = [k for k in expected if k not in ("world_size", "num_workers", "batch_size")]
         changed = [k for k in same if any(s.get(k) != expected[k] for s in saved)]
         old = [s for s in saved if "positions" in s]
         if self.stream.mode != "epoch" or changed or not saved or len(old) < len(saved):

@@ -40,6 +40,7 @@ pix2pix pair, transformed like ``image``).
 
 from __future__ import annotations
 
+import bisect
 import collections
 import copy
 import itertools
@@ -190,7 +191,7 @@ class ShardStream(IterableDataset):
         if self.plan is not None and epoch < self.plan.first_epoch:
             slots = self.world_size * self.num_workers
             return self.plan.catch_up(epoch, self.rank * self.num_workers + worker, slots)
-        offsets = sample_offsets(self.manifest)
+        offsets = sample_offsets(self.dealt())
         order: list[int] = []
         for piece in self.worker_shards(epoch, worker):
             start = offsets[piece["file"]] + piece.get("start", 0)
@@ -212,17 +213,29 @@ class ShardStream(IterableDataset):
         return list(_shuffled(iter(self.sample_order(epoch, worker)), self.shuffle_buffer, rng))
 
     # -- the worker's stream
+    def dealt(self) -> list[dict[str, Any]]:
+        """The shards the epochs deal, in the data set's order: what an elastic plan's sample
+        indices count (distgan/data/elastic.py)."""
+        return self.manifest["shards"]
+
     def _raw_at(self, indices: list[int]) -> Iterator[dict[str, Any]]:
         """The raw samples at ``indices`` (ascending, data set order), shard by shard."""
-        wanted = set(indices)
-        for shard, start in sample_offsets(self.manifest).items():
-            stop = start + next(s["count"] for s in self.manifest["shards"] if s["file"] == shard)
-            if not wanted.intersection(range(start, stop)):
-                continue
-            for index, sample in enumerate(iter_samples(self.shard_dir / shard), start):
-                if index in wanted:
-                    sample["__shard__"] = shard
-                    yield sample
+        shards, offsets = self.dealt(), sample_offsets(self.dealt())
+        for shard in shards:
+            start = offsets[shard["file"]]
+            lo, hi = (
+                bisect.bisect_left(indices, start),
+                bisect.bisect_left(indices, start + shard["count"]),
+            )
+            if lo < hi:
+                yield from self._samples_at(shard, {i - start for i in indices[lo:hi]})
+
+    def _samples_at(self, shard: dict[str, Any], wanted: set[int]) -> Iterator[dict[str, Any]]:
+        """The samples at the places ``wanted`` of a dealt shard, in one pass over it."""
+        for place, sample in enumerate(iter_samples(self.shard_dir / shard["file"])):
+            if place in wanted:
+                sample["__shard__"] = shard["file"]
+                yield sample
 
     def _raw_samples(self, shards: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for shard in shards:
