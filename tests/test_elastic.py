@@ -35,6 +35,7 @@ from distgan.data.shards import iter_samples, read_manifest
 from distgan.data.stream import ShardStream
 from distgan.engine import checkpoint
 from distgan.engine.build import build_run
+from distgan.engine.elastic import summed_tallies
 from distgan.engine.runtime import process_accelerator
 from distgan.families._image_pool import ImagePool
 from distgan.recipe import load_recipe, recipe_from_dict
@@ -253,6 +254,14 @@ def test_the_plan_deals_each_unseen_sample_once_in_process(
         loader.load_elastic(saved)
     take(four, 20)
     assert_each_sample_once(key_counts(tmp_path), keys, epochs=3)
+
+
+def test_pending_tallies_of_the_old_ranks_are_summed_on_the_new_rank_0() -> None:
+    values = [(2.0, 1.5), (3.0, 0.5), (1.0, 1.0)]  # three old ranks
+    saved = [{"aug/hits": torch.tensor(h), "mean": torch.tensor(m)} for h, m in values]
+    ranks = [summed_tallies(saved, rank, torch.device("cpu")) for rank in range(2)]
+    assert {k: v.item() for k, v in ranks[0].items()} == {"aug/hits": 6.0, "mean": 3.0}
+    assert {k: v.item() for k, v in ranks[1].items()} == {"aug/hits": 0.0, "mean": 0.0}
 
 
 def test_image_pools_are_dealt_over_the_new_ranks_within_their_size() -> None:

@@ -28,7 +28,9 @@ How determinism and resume work
   them in the same round-robin order, so they change the speed, never the batches. On
   resume, worker ``w`` starts at its epoch and skips the samples already read, without decoding
   them, and physical worker 0 plays the logical worker that was next, so the resumed run sees
-  exactly the batches the uninterrupted run would have seen.
+  exactly the batches the uninterrupted run would have seen. A resume on another world size
+  (or number of workers) first deals the interrupted epochs' unseen samples over the new ranks'
+  workers as *catch-up epochs* (:mod:`distgan.data.elastic`), then epochs continue as above.
 
 Batches (dicts)
 ---------------
