@@ -27,12 +27,17 @@ plan with its positions, so it resumes exactly, or elastically again.
 
 from __future__ import annotations
 
+import bisect
 import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+
+from distgan.data.shards import iter_samples
 
 
 class Stream(Protocol):
@@ -78,6 +83,59 @@ class ElasticPlan:
             for e, bits in state["seen"].items()
         }
         return cls(int(state["first_epoch"]), seen)
+
+
+class CatchUpReads:
+    """What :class:`~distgan.data.stream.ShardStream` reads by sample index: a worker's
+    samples of an epoch in data set order (the catch-up epochs' from the plan), and the reading
+    of given samples."""
+
+    plan: ElasticPlan | None
+    rank: int
+    world_size: int
+    num_workers: int
+    shard_dir: Path
+    manifest: dict[str, Any]
+    worker_shards: Callable[[int, int], list[dict[str, Any]]]
+
+    def dealt(self) -> list[dict[str, Any]]:
+        """The shards the epochs deal, in the data set's order: what the plan's sample
+        indices count."""
+        return self.manifest["shards"]
+
+    def catching_up(self, epoch: int) -> bool:
+        """Whether ``epoch`` is one whose unseen samples an elastic resume deals out."""
+        return self.plan is not None and epoch < self.plan.first_epoch
+
+    def sample_order(self, epoch: int, worker: int) -> list[int]:
+        """The samples (indices in the data set's order) a worker reads in ``epoch``, before
+        its shuffle buffer (epoch mode)."""
+        if self.plan is not None and epoch < self.plan.first_epoch:
+            slots = self.world_size * self.num_workers
+            return self.plan.catch_up(epoch, self.rank * self.num_workers + worker, slots)
+        offsets = sample_offsets(self.dealt())
+        order: list[int] = []
+        for piece in self.worker_shards(epoch, worker):
+            start = offsets[piece["file"]] + piece.get("start", 0)
+            order.extend(range(start, start + piece["count"]))
+        return order
+
+    def samples_at(self, indices: list[int]) -> Iterator[dict[str, Any]]:
+        """The raw samples at ``indices`` (ascending, data set order), each shard read once."""
+        offsets = sample_offsets(self.dealt())
+        for shard in self.dealt():
+            start = offsets[shard["file"]]
+            lo = bisect.bisect_left(indices, start)
+            hi = bisect.bisect_left(indices, start + shard["count"])
+            if lo < hi:
+                yield from self._places_of(shard, {i - start for i in indices[lo:hi]})
+
+    def _places_of(self, shard: dict[str, Any], places: set[int]) -> Iterator[dict[str, Any]]:
+        """The samples at ``places`` of a dealt shard, in one pass over it."""
+        for place, sample in enumerate(iter_samples(self.shard_dir / shard["file"])):
+            if place in places:
+                sample["__shard__"] = shard["file"]
+                yield sample
 
 
 def sample_offsets(shards: list[dict[str, Any]]) -> dict[str, int]:

@@ -42,7 +42,6 @@ pix2pix pair, transformed like ``image``).
 
 from __future__ import annotations
 
-import bisect
 import collections
 import copy
 import itertools
@@ -57,7 +56,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from distgan.data.decode import _check_against, decode_sample
-from distgan.data.elastic import ElasticPlan, sample_offsets
+from distgan.data.elastic import CatchUpReads, ElasticPlan
 from distgan.data.info import dataset_info
 from distgan.data.shards import iter_samples, read_manifest, verify_shards
 from distgan.data.transforms import Transforms
@@ -103,7 +102,7 @@ def pieces_for(shards: list[dict[str, Any]], needed: int) -> list[dict[str, Any]
     return pieces
 
 
-class ShardStream(IterableDataset):
+class ShardStream(CatchUpReads, IterableDataset):
     """Endless, per-worker-deterministic batches from a shard folder (see the module docstring)."""
 
     def __init__(
@@ -183,23 +182,6 @@ class ShardStream(IterableDataset):
         """Whole batches' worth of samples (batches run on across epochs, so this is a floor)."""
         return self.samples_in_epoch(epoch, worker) // self.batch_size
 
-    def catching_up(self, epoch: int) -> bool:
-        """Whether ``epoch`` is one whose unseen samples an elastic resume deals out."""
-        return self.plan is not None and epoch < self.plan.first_epoch
-
-    def sample_order(self, epoch: int, worker: int) -> list[int]:
-        """The samples (indices in the data set's order) a worker reads in ``epoch``, before
-        its shuffle buffer (epoch mode)."""
-        if self.plan is not None and epoch < self.plan.first_epoch:
-            slots = self.world_size * self.num_workers
-            return self.plan.catch_up(epoch, self.rank * self.num_workers + worker, slots)
-        offsets = sample_offsets(self.dealt())
-        order: list[int] = []
-        for piece in self.worker_shards(epoch, worker):
-            start = offsets[piece["file"]] + piece.get("start", 0)
-            order.extend(range(start, start + piece["count"]))
-        return order
-
     def in_geometry(self, rank: int, world: int, workers: int, buffer: int) -> ShardStream:
         """A copy of this stream as rank ``rank`` of another world would read it (to replay
         an old world's reads: distgan/data/elastic.py); it shares the manifest."""
@@ -215,30 +197,6 @@ class ShardStream(IterableDataset):
         return list(_shuffled(iter(self.sample_order(epoch, worker)), self.shuffle_buffer, rng))
 
     # -- the worker's stream
-    def dealt(self) -> list[dict[str, Any]]:
-        """The shards the epochs deal, in the data set's order: what an elastic plan's sample
-        indices count (distgan/data/elastic.py)."""
-        return self.manifest["shards"]
-
-    def _raw_at(self, indices: list[int]) -> Iterator[dict[str, Any]]:
-        """The raw samples at ``indices`` (ascending, data set order), shard by shard."""
-        shards, offsets = self.dealt(), sample_offsets(self.dealt())
-        for shard in shards:
-            start = offsets[shard["file"]]
-            lo, hi = (
-                bisect.bisect_left(indices, start),
-                bisect.bisect_left(indices, start + shard["count"]),
-            )
-            if lo < hi:
-                yield from self._samples_at(shard, {i - start for i in indices[lo:hi]})
-
-    def _samples_at(self, shard: dict[str, Any], wanted: set[int]) -> Iterator[dict[str, Any]]:
-        """The samples at the places ``wanted`` of a dealt shard, in one pass over it."""
-        for place, sample in enumerate(iter_samples(self.shard_dir / shard["file"])):
-            if place in wanted:
-                sample["__shard__"] = shard["file"]
-                yield sample
-
     def _raw_samples(self, shards: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for shard in shards:
             samples = iter_samples(self.shard_dir / shard["file"])
@@ -252,7 +210,7 @@ class ShardStream(IterableDataset):
         """The raw samples logical worker ``worker`` reads in ``epoch``, in their shuffled order."""
         rng = random.Random(f"{self.seed}/buffer/{epoch}/{self.rank}/{worker}")
         if self.catching_up(epoch):
-            raw = self._raw_at(self.sample_order(epoch, worker))
+            raw = self.samples_at(self.sample_order(epoch, worker))
         else:
             raw = self._raw_samples(self.worker_shards(epoch, worker))
         return _shuffled(raw, self.shuffle_buffer, rng)
