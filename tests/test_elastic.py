@@ -33,6 +33,7 @@ from distgan.data.info import DatasetInfo
 from distgan.data.loader import KEY_LOG, ResumableLoader
 from distgan.data.shards import iter_samples, read_manifest
 from distgan.data.stream import ShardStream
+from distgan.data.subset import Selection, read_spans, selected_shards
 from distgan.engine import checkpoint
 from distgan.engine.build import build_run
 from distgan.engine.elastic import summed_tallies
@@ -220,21 +221,28 @@ def _tensors(value) -> list[torch.Tensor]:
     return []
 
 
-@pytest.mark.parametrize("workers", [(2, 2, 2), (2, 1, 3)])
+@pytest.mark.parametrize("workers", [(2, 2, 2), (2, 1, 3), "subset"])
 def test_the_plan_deals_each_unseen_sample_once_in_process(
     fixture_shards: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers
 ) -> None:
-    """The loaders alone (no launch), 4 ranks → 2 → 4, with the workers per rank changing too:
-    the key logs hold every sample once in each of the epochs they cover."""
+    """The loaders alone (no launch), 4 ranks → 2 → 4, with the workers per rank changing too
+    (and with data.subset=60): the key logs hold every (selected) sample once in each of the
+    epochs they cover."""
     monkeypatch.setenv(KEY_LOG, str(tmp_path))
     folder = fixture_shards["s32"]
+    selection = Selection(60) if workers == "subset" else None
+    workers = (2, 2, 2) if workers == "subset" else workers
     keys = sorted(s["__key__"] for shard in read_manifest(folder)["shards"]
                   for s in iter_samples(folder / shard["file"]))  # fmt: skip
+    if selection is not None:
+        chosen = selected_shards(folder, read_manifest(folder), selection)
+        keys = sorted(s["__key__"] for shard in chosen
+                      for s in read_spans(folder / shard["file"], shard["spans"]))  # fmt: skip
 
     def loaders(world: int, num_workers: int) -> list[ResumableLoader]:
         return [ResumableLoader(ShardStream(folder, batch_size=5, seed=5, rank=rank,
                                             world_size=world, num_workers=num_workers,
-                                            shuffle_buffer=8), 0)
+                                            shuffle_buffer=8, selection=selection), 0)
                 for rank in range(world)]  # fmt: skip
 
     def take(ranks: list[ResumableLoader], steps: int) -> list[dict]:
@@ -252,7 +260,7 @@ def test_the_plan_deals_each_unseen_sample_once_in_process(
     four = loaders(4, workers[2])
     for loader in four:
         loader.load_elastic(saved)
-    take(four, 20)
+    take(four, 20 if selection is None else 12)
     assert_each_sample_once(key_counts(tmp_path), keys, epochs=3)
 
 

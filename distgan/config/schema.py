@@ -100,6 +100,29 @@ class DataConfig(_Section):
         "shards' manifest; null: whatever the shards hold",
     )
 
+    subset: int | None = Field(
+        None,
+        ge=1,
+        description="train on a fixed N samples of the shards (stratified by class when "
+        "labelled), the same for any seed, world size, workers and resume; the evaluation's "
+        "reference on these shards is the rest",
+    )
+    subset_seed: int = Field(0, ge=0, description="picks another data.subset")
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="sample keys never trained on (e.g. leave-one-out); with eval on these "
+        "shards, they are the reference",
+    )
+
+    @field_validator("subset", "exclude")
+    @classmethod
+    def _one_folder(cls, value: Any, info) -> Any:
+        if value and isinstance(info.data.get("shards"), dict):
+            raise ValueError(
+                "data.subset and data.exclude need one shard folder, not named streams"
+            )
+        return value
+
     @field_validator("lab")
     @classmethod
     def _one_colour_space(cls, lab: bool, info) -> bool:

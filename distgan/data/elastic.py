@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from distgan.data.shards import iter_samples
+from distgan.data.subset import read_spans
 
 
 class Stream(Protocol):
@@ -95,13 +96,13 @@ class CatchUpReads:
     world_size: int
     num_workers: int
     shard_dir: Path
-    manifest: dict[str, Any]
+    shards: list[dict[str, Any]]
     worker_shards: Callable[[int, int], list[dict[str, Any]]]
 
     def dealt(self) -> list[dict[str, Any]]:
         """The shards the epochs deal, in the data set's order: what the plan's sample
-        indices count."""
-        return self.manifest["shards"]
+        indices count (with ``data.subset``: the selected samples only)."""
+        return self.shards
 
     def catching_up(self, epoch: int) -> bool:
         """Whether ``epoch`` is one whose unseen samples an elastic resume deals out."""
@@ -131,11 +132,16 @@ class CatchUpReads:
                 yield from self._places_of(shard, {i - start for i in indices[lo:hi]})
 
     def _places_of(self, shard: dict[str, Any], places: set[int]) -> Iterator[dict[str, Any]]:
-        """The samples at ``places`` of a dealt shard, in one pass over it."""
-        for place, sample in enumerate(iter_samples(self.shard_dir / shard["file"])):
-            if place in places:
-                sample["__shard__"] = shard["file"]
-                yield sample
+        """The samples at ``places`` of a dealt shard, in one pass over it (with ``data.subset``:
+        places among its selected samples, read by seeking to them)."""
+        path = self.shard_dir / shard["file"]
+        if "spans" in shard:
+            samples = read_spans(path, [shard["spans"][place] for place in sorted(places)])
+        else:
+            samples = (s for place, s in enumerate(iter_samples(path)) if place in places)
+        for sample in samples:
+            sample["__shard__"] = shard["file"]
+            yield sample
 
 
 def sample_offsets(shards: list[dict[str, Any]]) -> dict[str, int]:

@@ -130,6 +130,7 @@ class ResumableLoader:
             "world_size": s.world_size,
             "seed": s.seed,
             "mode": s.mode,
+            "subset": s.selection.tag() if s.selection else None,  # data.subset/exclude
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -14,6 +14,9 @@ How determinism and resume work
   - ``resampled``: worker ``w`` of rank ``r`` draws ``max(1, shards // (R·W))`` shards *with
     replacement* (seeded by seed, e, r, w). Any number of shards works, and every rank's stream
     is endless with full batches (the usual cure for uneven-shard hangs in DDP).
+  - With ``data.subset``/``data.exclude`` (:mod:`distgan.data.subset`), the shards are dealt as
+    if they held only the selected samples: shards without any are left out and ranges count
+    selected samples, so no worker is left without samples.
 
 * A worker epoch: its shards' samples → shuffle buffer (seeded by seed, epoch, rank, worker) →
   decode (an image that fails to decode is skipped, counted and logged with shard and key) →
@@ -59,8 +62,9 @@ from distgan.data.decode import _check_against, decode_sample
 from distgan.data.elastic import CatchUpReads, ElasticPlan
 from distgan.data.info import dataset_info
 from distgan.data.shards import iter_samples, read_manifest, verify_shards
+from distgan.data.subset import Selection, read_spans, selected_shards
 from distgan.data.transforms import Transforms
-from distgan.errors import ShardError
+from distgan.errors import ConfigError, ShardError
 
 log = logging.getLogger("distgan.data")
 
@@ -121,10 +125,13 @@ class ShardStream(CatchUpReads, IterableDataset):
         resolution: int | None = None,
         colour_in_batches: bool = True,
         decode_threads: int = 1,
+        selection: Selection | None = None,
     ) -> None:
         """``colour_in_batches=False``: batches keep uint8 images (a quarter of float32's bytes
         through shared memory and to the device), the consumer applies ``transforms.colour``
-        (the trainer does it on the device: distgan/engine/build.py)."""
+        (the trainer does it on the device: distgan/engine/build.py). ``selection``: only those
+        samples (``data.subset``/``data.exclude``, or their complement; distgan/data/subset.py)
+        are dealt, as if the shards held no others."""
         self.shard_dir = Path(shard_dir)
         self.colour_in_batches = colour_in_batches
         self.decode_threads = decode_threads
@@ -153,20 +160,30 @@ class ShardStream(CatchUpReads, IterableDataset):
         self.start_positions = [(0, 0)] * self.num_workers
         self.worker_offset = 0
         self.plan: ElasticPlan | None = None  # set on a resume on another world size
-        self.pieces = self.manifest["shards"]
+        self.selection = selection
+        self.shards = self.manifest["shards"]
+        if selection is not None:
+            self.shards = selected_shards(self.shard_dir, self.manifest, selection)
+            if not self.shards:
+                raise ConfigError(
+                    f"{selection.describe()} leaves no other sample of '{self.shard_dir}' for the "
+                    "evaluation's reference; set eval.shards to held-out images"
+                )
+        self.pieces = self.shards
         if mode == "epoch":
-            self.pieces = pieces_for(self.manifest["shards"], world_size * self.num_workers)
+            self.pieces = pieces_for(self.shards, world_size * self.num_workers)
             if len(self.pieces) < world_size * self.num_workers:
-                total = sum(shard["count"] for shard in self.manifest["shards"])
+                total = sum(shard["count"] for shard in self.shards)
+                chosen = f" ({selection.describe()})" if selection else ""
                 raise ShardError(
-                    f"'{self.shard_dir}' holds {total} samples, fewer than {world_size} ranks × "
-                    f"{self.num_workers} loader workers; lower data.num_workers or use fewer "
-                    "processes"
+                    f"'{self.shard_dir}' holds {total} samples{chosen}, fewer than {world_size} "
+                    f"ranks × {self.num_workers} loader workers; lower data.num_workers or use "
+                    "fewer processes"
                 )
 
     # -- which shards a worker reads in an epoch
     def worker_shards(self, epoch: int, worker: int) -> list[dict[str, Any]]:
-        shards = list(self.manifest["shards"])
+        shards = list(self.shards)
         if self.mode == "resampled":
             rng = random.Random(f"{self.seed}/resampled/{epoch}/{self.rank}/{worker}")
             per_worker = max(1, len(shards) // (self.world_size * self.num_workers))
@@ -188,7 +205,7 @@ class ShardStream(CatchUpReads, IterableDataset):
         other = copy.copy(self)
         other.rank, other.world_size, other.num_workers = rank, world, workers
         other.shuffle_buffer = buffer
-        other.pieces = pieces_for(self.manifest["shards"], world * workers)
+        other.pieces = pieces_for(self.shards, world * workers)
         return other
 
     def read_order(self, epoch: int, worker: int) -> list[int]:
@@ -199,8 +216,13 @@ class ShardStream(CatchUpReads, IterableDataset):
     # -- the worker's stream
     def _raw_samples(self, shards: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for shard in shards:
-            samples = iter_samples(self.shard_dir / shard["file"])
-            if "start" in shard:  # a piece of a shard (see pieces_for)
+            if "spans" in shard:  # selected samples (data.subset): ranges of those
+                start = shard.get("start", 0)
+                spans = shard["spans"][start : start + shard["count"]]
+                samples = read_spans(self.shard_dir / shard["file"], spans)
+            else:
+                samples = iter_samples(self.shard_dir / shard["file"])
+            if "start" in shard and "spans" not in shard:  # a piece of a shard (see pieces_for)
                 samples = itertools.islice(samples, shard["start"], shard["start"] + shard["count"])
             for sample in samples:
                 sample["__shard__"] = shard["file"]
@@ -329,17 +351,20 @@ def held_out_batches(
     rank: int = 0,
     world_size: int = 1,
     transforms: Transforms | None = None,
+    selection: Selection | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The first ``n`` samples of a shard folder in a fixed order (seeded shuffle of epoch 0),
     dealt in blocks of ``batch_size``: rank ``r`` takes blocks ``b ≡ r (mod world_size)``, one
     batch each, ``index`` (long[B]) their places in that order. Read here, with random streams of
-    its own (the training stream is untouched); an undecodable sample is skipped (logged)."""
+    its own (the training stream is untouched); an undecodable sample is skipped (logged).
+    ``selection``: of those samples only (the complement of ``data.subset``)."""
     stream = ShardStream(
         shard_dir,
         batch_size=batch_size,
         seed=seed,
         shuffle_buffer=min(n, 1000),
         transforms=transforms,
+        selection=selection,
     )
     samples = enumerate(itertools.islice(stream.epoch_samples(0, 0), n))
     for block, raws in itertools.groupby(samples, key=lambda pair: pair[0] // batch_size):

@@ -113,6 +113,9 @@ class Evaluate:
             for folder in shards.values() if isinstance(shards, dict) else [shards]:
                 read_manifest(folder)
             build_evaluators(run.cfg, run.family, run.device)
+            pool = protocol.reference_pool(run.cfg)
+            if run.is_main and pool:
+                log.info("evaluation reference: %s, its %s (never trained on)", shards, pool)
             if run.is_main and protocol.on_training_images(run.cfg):
                 log.info(
                     "evaluating against training images (eval.shards unset or = data.shards): "

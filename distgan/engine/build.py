@@ -24,6 +24,7 @@ from distgan.augment import Augment, build_augment
 from distgan.config import Config
 from distgan.data.info import DatasetInfo
 from distgan.data.loader import TrainingData, resolve_decode_threads, resolve_loader_processes
+from distgan.data.subset import Selection
 from distgan.data.transforms import Transforms
 from distgan.engine.ema import make_ema, update_ema
 from distgan.engine.parallel import DDPStrategy, DeepSpeedStrategy, deepspeed_config_from_launch
@@ -188,6 +189,7 @@ def open_data(cfg: Config, accelerator: Accelerator) -> TrainingData:
         resolution=d.resolution,
         transforms=transforms_of(cfg),
         colour_in_batches=False,  # uint8 to the device, converted there (Run.next_batches)
+        selection=Selection.of(d),
     )
 
 

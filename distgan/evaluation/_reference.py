@@ -3,8 +3,8 @@ images cost as much as the outputs' (README, "Evaluation": CPU cost), and they d
 between evaluations.
 
 ``<shards>/.distgan-reference/<extractor>-<sha256[:12]>-<resize>-m<manifest sha256[:12]>-s<seed>
--n<N><-gray><-lab>.npz`` holds n, Σx, Σxxᵀ (float64) and, when KID/PR asked for them, the
-features in held-out order. The key names everything the numbers depend on: the extractor's
+-n<N><-gray><-lab><-selection>.npz`` holds n, Σx, Σxxᵀ (float64) and, when KID/PR asked for them,
+the features in held-out order. The key names everything the numbers depend on: the extractor's
 weights, how images reach it, the exact shards (their manifest), which samples (seed, N) and the
 colour conversion. A folder that cannot be written is evaluated without a cache (one warning).
 """
@@ -25,8 +25,9 @@ FOLDER = ".distgan-reference"
 _warned: set[Path] = set()  # cache folders already warned about
 
 
-def cache_path(folder: str | Path, extractor, cfg, n: int) -> Path | None:
-    """Where the reference of ``n`` held-out samples of ``folder`` is cached (None: no shards)."""
+def cache_path(folder: str | Path, extractor, cfg, n: int, selection: str = "") -> Path | None:
+    """Where the reference of ``n`` held-out samples of ``folder`` is cached (None: no shards);
+    ``selection``: which samples, when not all (the complement of ``data.subset``)."""
     folder = Path(folder)
     if not (folder / "manifest.json").is_file():
         return None
@@ -35,7 +36,7 @@ def cache_path(folder: str | Path, extractor, cfg, n: int) -> Path | None:
     colour = ("-gray" if cfg.data.grayscale else "") + ("-lab" if cfg.data.lab else "")
     name = (
         f"{extractor.name}-{extractor.sha256[:12]}-{resize}-m{manifest}-s{cfg.train.seed}"
-        f"-n{n}{colour}.npz"
+        f"-n{n}{colour}{'-' + selection if selection else ''}.npz"
     )
     return folder / FOLDER / name
 

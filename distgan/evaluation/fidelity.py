@@ -45,7 +45,9 @@ class Reference:
         self.saved = False  # (rank 0) whether statistics() wrote the cache
         shards = protocol.shards_of(cfg)
         if isinstance(shards, str):  # (named streams: no cache)
-            self.cache_file = reference.cache_path(shards, extractor, cfg, cfg.eval.n)
+            selection = protocol.reference_selection(cfg, shards)
+            tag = selection.tag() if selection else ""
+            self.cache_file = reference.cache_path(shards, extractor, cfg, cfg.eval.n, tag)
         if self.cache_file is not None and read_cache:
             self.cached = reference.load(self.cache_file, keep_features)
         if not all_ranks(self.cached is not None):  # (ranks on machines that do not share it)

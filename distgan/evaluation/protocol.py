@@ -5,7 +5,9 @@ all read held-out data through here, so they cannot drift apart.
 
 * **Samples**: the first N of ``eval.shards`` (default ``data.shards``) in the fixed order of a
   shuffle seeded with ``train.seed``, with the run's colour conversion (gray, L*a*b*) and no random
-  crop or flip.
+  crop or flip. When they are the training shards and the run trains on part of them
+  (``data.subset``, ``data.exclude``), only the samples it never trains on (the complement): a
+  reference holding the training samples would reward memorising them.
 * **Dealing**: blocks of ``eval.batch_size`` consecutive samples; rank r of R takes blocks r,
   r + R, r + 2R, … (one batch each). A rank may get none (N < ``eval.batch_size`` × R): it still
   takes part in the evaluators' reductions, with empty sums.
@@ -21,12 +23,16 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from distgan.data.shards import read_manifest
 from distgan.data.stream import held_out_batches
+from distgan.data.subset import Selection, selected_shards
 from distgan.data.transforms import Transforms
+from distgan.errors import ConfigError
 from distgan.evaluation.base import Evaluator, evaluate
 from distgan.families.base import Batch, Family, Nets
 
@@ -44,6 +50,33 @@ def shards_of(cfg, shards: str | dict[str, str] | None = None) -> str | dict[str
     """The held-out shard folder(s): ``shards`` if given, else ``eval.shards``, else
     ``data.shards`` (named folders for families that read several streams)."""
     return shards or cfg.eval.shards or cfg.data.shards
+
+
+def reference_selection(cfg, folder: str | dict[str, str]) -> Selection | None:
+    """The complement of the run's training samples when ``folder`` is its training shard
+    folder and it trains on part of it (``data.subset``/``data.exclude``); else None (all)."""
+    shards = cfg.data.shards
+    if not (isinstance(folder, str) and isinstance(shards, str)):
+        return None
+    if Path(folder).resolve() != Path(shards).resolve():
+        return None
+    return Selection.of(cfg.data, complement=True)
+
+
+def reference_pool(cfg) -> str | None:
+    """``"1697 samples not in data.subset=100"`` when the reference is a complement (none
+    left: ConfigError)."""
+    folder = shards_of(cfg)
+    selection = reference_selection(cfg, folder)
+    if selection is None:
+        return None
+    shards = selected_shards(Path(folder), read_manifest(folder), selection)
+    if not shards:
+        raise ConfigError(
+            f"{selection.describe()} leaves no other sample of '{folder}' for the evaluation's "
+            "reference; set eval.shards to held-out images, or eval.every=0"
+        )
+    return f"{sum(s['count'] for s in shards)} samples not in {selection.describe()}"
 
 
 def transforms_of(cfg) -> Transforms:
@@ -73,6 +106,7 @@ def held_out(
             rank=rank,
             world_size=world,
             transforms=transforms_of(cfg),
+            selection=reference_selection(cfg, folder),
         )
         for name, folder in (folders.items() if named else [("", folders)])
     }
@@ -124,11 +158,14 @@ def run(
     n = int(figures["eval/n"])
     if n < e.n and rank == 0 and (str(shards_of(cfg)), e.n) not in _warned:
         _warned.add((str(shards_of(cfg)), e.n))
+        pool = reference_pool(cfg)
         log.warning(
-            "eval.n=%d, but %s holds only %d samples: the figures are of those %d (recorded as n)",
+            "eval.n=%d, but %s holds only %d samples%s: the figures are of those %d (recorded "
+            "as n)",
             e.n,
             shards_of(cfg),
             n,
+            f" ({pool})" if pool else "",
             n,
         )
     return figures
@@ -136,8 +173,10 @@ def run(
 
 def on_training_images(cfg) -> bool:
     """True when the reference images are the training images (``eval.shards`` unset or equal
-    to ``data.shards``): the figures then measure fit to the training set, not generalisation."""
-    return cfg.eval.shards is None or cfg.eval.shards == cfg.data.shards
+    to ``data.shards``, all of it trained on): the figures then measure fit to the training
+    set, not generalisation."""
+    same = cfg.eval.shards is None or cfg.eval.shards == cfg.data.shards
+    return same and reference_selection(cfg, shards_of(cfg)) is None
 
 
 def describe(cfg, processes: int, n: int | None = None) -> dict[str, Any]:
@@ -145,6 +184,9 @@ def describe(cfg, processes: int, n: int | None = None) -> dict[str, Any]:
     of samples evaluated (``eval.n`` or fewer, when the shards hold fewer)."""
     n = cfg.eval.n if n is None else n
     training = " (the training images)" if on_training_images(cfg) else ""
+    pool = reference_pool(cfg)
+    if pool:
+        training = f", of its {pool} (never trained on)"
     return {
         "n": n,
         "n_asked": cfg.eval.n,
