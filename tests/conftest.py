@@ -268,12 +268,15 @@ def kill_tree(pid: int) -> None:
             proc.send_signal(signal.SIGKILL)
 
 
-def run_and_kill_after(cmd: list[str], path: Path, timeout: float = 300) -> str:
-    """Start ``cmd``; SIGKILL its whole process tree once ``path`` exists."""
+def run_and_kill_after(
+    cmd: list[str], path: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> str:
+    """Start ``cmd`` (the tests' environment plus ``env``); SIGKILL its whole process tree once
+    ``path`` exists."""
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
-        env=env_for_tests(),
+        env={**env_for_tests(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -89,8 +89,10 @@ def test_bench_gp_and_ddp() -> None:
         "ddp",
         "--recipe",
         "digits-cdcgan",
-        "--global-batch",
-        "8",
+        "--procs",
+        "1,2",
+        "--batch",
+        "4",
         "--steps",
         "2",
         "--warmup",
@@ -99,9 +101,13 @@ def test_bench_gp_and_ddp() -> None:
         "1",
         *TINY_DCGAN,
     )
-    assert ddp["step_s_1_process"] > 0 and ddp["step_s_2_processes"] > 0
-    efficiency = 100 * ddp["step_s_1_process"] / (2 * ddp["step_s_2_processes"])
-    assert ddp["scaling_efficiency_pct"] == pytest.approx(efficiency, rel=1e-6)
+    one, two = ddp["rows"]
+    assert (one["processes"], two["processes"]) == (1, 2) and not two["oversubscribed"]
+    efficiency = 100 * one["step_ms"] / two["step_ms"]
+    assert two["weak_efficiency_pct"] == pytest.approx(efficiency, rel=1e-6)
+    parts = two["bookkeeping_ms"] + two["all_reduce_ms"]  # the decomposition adds up
+    assert parts == pytest.approx(two["step_ms"] - one["step_ms"], rel=1e-6)
+    assert two["all_reduce_mb_per_step"] > 0
 
 
 def test_bench_data_on_a_fixture(tmp_path) -> None:

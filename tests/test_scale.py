@@ -5,12 +5,15 @@ real one. The 16- and 32-rank start-up checks are unit tests (tests/test_data.py
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY_RECIPES, run
 
+EVALUATED = ["photos-colorize", "facades-pix2pix", "horse2zebra-cyclegan"]  # their eval.shards
 RECIPES = ["digits-cdcgan", "photos-colorize", "cifar10-horse-dcgan", "facades-pix2pix",
            "horse2zebra-cyclegan"]  # fmt: skip
 SMALL = [
@@ -67,3 +70,9 @@ def test_the_8_gpu_launch_command_runs_every_recipe_with_8_processes(
         assert f"trained {name} in" in proc.stderr, proc.stderr[-3000:]
         assert (tmp_path / name / "checkpoints" / "step-00000002.pt").is_file()
     assert "parameters identical on all 8 ranks" in proc.stderr
+    for name in EVALUATED:  # evaluated at the last step over the 8 ranks, after its checkpoint
+        rows = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        figures = [row for row in map(json.loads, rows) if "eval/n" in row]
+        assert [row["step"] for row in figures] == [2], name
+        assert figures[0]["eval/n"] == 16, name  # eval.n held-out samples, dealt over 8 ranks
+        assert all(math.isfinite(v) for k, v in figures[0].items() if k.startswith("eval/")), name

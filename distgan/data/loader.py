@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import signal
 import weakref
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from distgan.data.elastic import ElasticPlan, plan_from, unseen_counts
 from distgan.data.info import DatasetInfo
 from distgan.data.stream import ShardStream
 from distgan.errors import ConfigError, ShardError
@@ -42,9 +44,12 @@ def _shut_down(iterator: Iterator[dict[str, Any]]) -> None:
 class ResumableLoader:
     """A DataLoader over :class:`ShardStream` that knows its exact position (``state_dict``)."""
 
-    def __init__(self, stream: ShardStream, processes: int, pin_memory: bool = False) -> None:
+    def __init__(
+        self, stream: ShardStream, processes: int, pin_memory: bool = False, name: str = ""
+    ) -> None:
         """``processes``: loader processes playing the stream's logical workers (0: this one)."""
         self.stream = stream
+        self.name = name
         # the shards themselves, as their manifest describes them (counts, sha256 of each shard)
         manifest = json.dumps(stream.manifest, sort_keys=True).encode()
         self.manifest_hash = hashlib.sha256(manifest).hexdigest()[:16]
@@ -54,6 +59,7 @@ class ResumableLoader:
         self.positions = [(0, 0)] * stream.num_workers
         self.next_worker = 0
         self.bad_samples = 0
+        self._batches_logged = 0
         self._iterator: Iterator[dict[str, Any]] | None = None
         self._finalizer: weakref.finalize | None = None
 
@@ -92,9 +98,21 @@ class ResumableLoader:
         worker = int(batch.pop("_worker"))
         self.positions[worker] = tuple(int(v) for v in batch.pop("_position"))
         self.bad_samples += int(batch.pop("_bad"))
+        epochs = batch.pop("_epochs")
+        if os.environ.get(KEY_LOG):
+            self._log_keys(batch["key"], epochs)
         self.consumed[worker] += 1
         self.next_worker = (worker + 1) % self.stream.num_workers
         return batch
+
+    def _log_keys(self, keys: list[str], epochs: list[int]) -> None:
+        """Tests' accounting: one line per sample trained on (batch number in this process,
+        epoch, key) in ``$DISTGAN_KEY_LOG/<stream>keys-rank<R>-<pid>.tsv``."""
+        name = f"{self.name}keys-rank{self.stream.rank}-{os.getpid()}.tsv"
+        with open(Path(os.environ[KEY_LOG]) / name, "a") as f:
+            for epoch, key in zip(epochs, keys, strict=True):
+                f.write(f"{self._batches_logged}\t{epoch}\t{key}\n")
+        self._batches_logged += 1
 
     def close(self) -> None:
         """Stop the worker processes now (also done on a stream error, and at exit)."""
@@ -116,13 +134,42 @@ class ResumableLoader:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "consumed": list(self.consumed),
             "positions": [list(p) for p in self.positions],
             "next_worker": self.next_worker,
             "bad_samples": self.bad_samples,
+            "shuffle_buffer": self.stream.shuffle_buffer,
             **self._fingerprint(),
         }
+        plan = self.stream.plan
+        if plan is not None and min(e for e, _ in self.positions) < plan.first_epoch:
+            state["elastic"] = plan.state_dict()  # still catching up (distgan/data/elastic.py)
+        return state
+
+    def load_elastic(self, saved: list[dict[str, Any]]) -> str:
+        """Continue from every old rank's position of this stream, saved by another world
+        size or number of workers: the open epochs' unseen samples first (data/elastic.py).
+        Returns what happened, for the console."""
+        expected = self._fingerprint()
+        same = [k for k in expected if k not in ("world_size", "num_workers", "batch_size")]
+        changed = [k for k in same if any(s.get(k) != expected[k] for s in saved)]
+        old = [s for s in saved if "positions" in s]
+        if self.stream.mode != "epoch" or changed or not saved or len(old) < len(saved):
+            why = f"{', '.join(changed)} changed" if changed else "no epoch accounting saved"
+            if self.stream.mode != "epoch":
+                why = "data.mode=resampled has no epochs to account for"
+            self.positions = [(0, 0)] * self.stream.num_workers
+            return f"starts afresh ({why})"
+        plan = plan_from(self.stream, saved)
+        self.stream.plan = plan
+        first = min(plan.seen, default=plan.first_epoch)
+        self.positions = [(first, 0)] * self.stream.num_workers
+        self.consumed = [0] * self.stream.num_workers
+        self.next_worker = 0
+        self.close()
+        counts = ", ".join(f"{n} of epoch {e}" for e, n in unseen_counts(plan).items())
+        return f"reads the unseen samples first ({counts or 'none'}), then epoch {plan.first_epoch}"
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         expected = self._fingerprint()
@@ -146,9 +193,11 @@ class ResumableLoader:
         self.positions = [tuple(p) for p in state["positions"]]
         self.next_worker = int(state["next_worker"])
         self.bad_samples = int(state.get("bad_samples", 0))
+        self.stream.plan = ElasticPlan.from_state(state["elastic"]) if "elastic" in state else None
         self.close()  # the next batch starts workers at the restored position
 
 
+KEY_LOG = "DISTGAN_KEY_LOG"  # a folder: every sample trained on is logged there (tests)
 AUTO_INLINE_CORES = 2  # cores per rank up to which `auto` reads in the trainer's process
 
 
@@ -213,7 +262,7 @@ class TrainingData:
                 **stream_options,
             )
             processes = num_workers if loader_processes is None else loader_processes
-            self.loaders[name] = ResumableLoader(stream, processes, pin_memory=pin_memory)
+            self.loaders[name] = ResumableLoader(stream, processes, pin_memory, name)
 
     @property
     def info(self) -> dict[str, DatasetInfo]:
@@ -237,6 +286,13 @@ class TrainingData:
                 loader.load_state_dict(state[name])
             else:
                 log.warning("no saved position for data stream '%s': it starts afresh", name)
+
+    def load_elastic(self, saved: list[dict[str, Any]]) -> None:
+        """Every old rank's positions (another world size): see ResumableLoader.load_elastic."""
+        for name, loader in self.loaders.items():
+            what = loader.load_elastic([state[name] for state in saved if name in state])
+            if loader.stream.rank == 0:
+                log.warning("data%s: %s", f" stream '{name}'" if name else "", what)
 
     def close(self) -> None:
         for loader in self.loaders.values():

@@ -31,7 +31,9 @@ How determinism and resume work
   them in the same round-robin order, so they change the speed, never the batches. On
   resume, worker ``w`` starts at its epoch and skips the samples already read, without decoding
   them, and physical worker 0 plays the logical worker that was next, so the resumed run sees
-  exactly the batches the uninterrupted run would have seen.
+  exactly the batches the uninterrupted run would have seen. A resume on another world size
+  (or number of workers) first deals the interrupted epochs' unseen samples over the new ranks'
+  workers as *catch-up epochs* (:mod:`distgan.data.elastic`), then epochs continue as above.
 
 Batches (dicts)
 ---------------
@@ -44,18 +46,20 @@ pix2pix pair, transformed like ``image``).
 from __future__ import annotations
 
 import collections
+import copy
 import itertools
 import logging
 import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from distgan.data.decode import _check_against, decode_sample
+from distgan.data.elastic import CatchUpReads, ElasticPlan
 from distgan.data.info import dataset_info
 from distgan.data.shards import iter_samples, read_manifest, verify_shards
 from distgan.data.subset import Selection, read_spans, selected_shards
@@ -65,11 +69,14 @@ from distgan.errors import ConfigError, ShardError
 log = logging.getLogger("distgan.data")
 
 Mode = Literal["epoch", "resampled"]
+Item = TypeVar("Item")
 
 
-def _shuffled(items: Iterator[dict], bufsize: int, rng: random.Random) -> Iterator[dict]:
-    """Reservoir-style shuffle buffer (what WebDataset's ``shuffle`` does, with our own rng)."""
-    buffer: list[dict] = []
+def _shuffled(items: Iterator[Item], bufsize: int, rng: random.Random) -> Iterator[Item]:
+    """Reservoir-style shuffle buffer (what WebDataset's ``shuffle`` does, with our own rng).
+    Its draws do not depend on the items: replayed on sample indices it gives the read order
+    (distgan/data/elastic.py)."""
+    buffer: list[Item] = []
     for item in items:
         if len(buffer) < bufsize:
             buffer.append(item)
@@ -99,7 +106,7 @@ def pieces_for(shards: list[dict[str, Any]], needed: int) -> list[dict[str, Any]
     return pieces
 
 
-class ShardStream(IterableDataset):
+class ShardStream(CatchUpReads, IterableDataset):
     """Endless, per-worker-deterministic batches from a shard folder (see the module docstring)."""
 
     def __init__(
@@ -152,6 +159,7 @@ class ShardStream(IterableDataset):
         # Set by ResumableLoader before the workers start: per logical worker (epoch, samples read)
         self.start_positions = [(0, 0)] * self.num_workers
         self.worker_offset = 0
+        self.plan: ElasticPlan | None = None  # set on a resume on another world size
         self.selection = selection
         self.shards = self.manifest["shards"]
         if selection is not None:
@@ -191,6 +199,20 @@ class ShardStream(IterableDataset):
         """Whole batches' worth of samples (batches run on across epochs, so this is a floor)."""
         return self.samples_in_epoch(epoch, worker) // self.batch_size
 
+    def in_geometry(self, rank: int, world: int, workers: int, buffer: int) -> ShardStream:
+        """A copy of this stream as rank ``rank`` of another world would read it (to replay
+        an old world's reads: distgan/data/elastic.py); it shares the manifest."""
+        other = copy.copy(self)
+        other.rank, other.world_size, other.num_workers = rank, world, workers
+        other.shuffle_buffer = buffer
+        other.pieces = pieces_for(self.shards, world * workers)
+        return other
+
+    def read_order(self, epoch: int, worker: int) -> list[int]:
+        """The samples in the order the worker reads them in ``epoch`` (after its buffer)."""
+        rng = random.Random(f"{self.seed}/buffer/{epoch}/{self.rank}/{worker}")
+        return list(_shuffled(iter(self.sample_order(epoch, worker)), self.shuffle_buffer, rng))
+
     # -- the worker's stream
     def _raw_samples(self, shards: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for shard in shards:
@@ -209,7 +231,10 @@ class ShardStream(IterableDataset):
     def epoch_samples(self, epoch: int, worker: int) -> Iterator[dict[str, Any]]:
         """The raw samples logical worker ``worker`` reads in ``epoch``, in their shuffled order."""
         rng = random.Random(f"{self.seed}/buffer/{epoch}/{self.rank}/{worker}")
-        raw = self._raw_samples(self.worker_shards(epoch, worker))
+        if self.catching_up(epoch):
+            raw = self.samples_at(self.sample_order(epoch, worker))
+        else:
+            raw = self._raw_samples(self.worker_shards(epoch, worker))
         return _shuffled(raw, self.shuffle_buffer, rng)
 
     def decode(self, raw: dict[str, Any], epoch: int) -> dict[str, Any] | None:
@@ -233,6 +258,7 @@ class ShardStream(IterableDataset):
     def _worker_batches(self, worker: int) -> Iterator[dict[str, Any]]:
         epoch, read = self.start_positions[worker]
         pending: list[dict[str, Any]] = []
+        epochs: list[int] = []  # each pending sample's epoch (a batch may hold two)
         bad = 0
         while True:
             samples = self.epoch_samples(epoch, worker)
@@ -247,12 +273,14 @@ class ShardStream(IterableDataset):
                     continue
                 good += 1
                 pending.append(item)
+                epochs.append(epoch)
                 if len(pending) == self.batch_size:
                     batch = self.collate(pending)
                     batch.update(_worker=worker, _position=(epoch, read), _bad=bad)
+                    batch["_epochs"] = epochs
                     yield batch
-                    pending, bad = [], 0
-            if good == 0 and from_start:
+                    pending, epochs, bad = [], [], 0
+            if good == 0 and from_start and not self.catching_up(epoch):
                 raise ShardError(
                     f"rank {self.rank} worker {worker} found no decodable sample in its shards "
                     f"of '{self.shard_dir}' in epoch {epoch}; check them with data.verify=true"

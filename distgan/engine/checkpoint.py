@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list
 
-from distgan.engine import lineage, resume_checks, run_state
+from distgan.engine import elastic, lineage, resume_checks, run_state
 from distgan.engine.runtime import check_ranks_in_sync, gather, gather_to_main
 from distgan.errors import CheckpointError, TrainingDiverged
 
@@ -277,10 +277,16 @@ def restore(run: Run, state: dict[str, Any], source: Path) -> None:
             "settings, or use another run.dir or resume=never"
         ) from None
     sharded = state["sharded"]
-    if sharded != run.strategy.sharded or (sharded and len(state["optimizers"]) != run.world):
+    if sharded != run.strategy.sharded:
         raise CheckpointError(
-            f"checkpoint '{source}' was written by another parallel setup (DDP vs DeepSpeed, "
-            "or another number of DeepSpeed ranks); resume it with the launch that wrote it"
+            f"checkpoint '{source}' was written by another parallel setup (DDP vs DeepSpeed); "
+            "resume it with the launch that wrote it"
+        )
+    if sharded and len(state["optimizers"]) != run.world:
+        raise CheckpointError(
+            f"checkpoint '{source}' holds DeepSpeed optimizer partitions of "
+            f"{len(state['optimizers'])} processes; resume it with {len(state['optimizers'])} "
+            f"processes (this launch has {run.world}), or under DDP from a DDP checkpoint"
         )
     run.strategy.load_state_dict(state["optimizers"][run.rank] if sharded else state["optimizers"])
     for name, optimizer in run.optimizers.items():  # the recipe's betas (lazy-corrected), not
@@ -295,14 +301,7 @@ def restore(run: Run, state: dict[str, Any], source: Path) -> None:
             name: value.to(run.device) for name, value in state["tallies"][run.rank].items()
         }
     else:
-        log.warning(
-            "checkpoint was written by %d processes, this run has %d: weights, optimizers and "
-            "the run-wide state resume exactly; random streams, data order, the family's "
-            "per-rank state and the statistics tallied since the last run-wide update start "
-            "afresh",
-            len(state["rng"]),
-            run.world,
-        )
+        elastic.restore_per_rank(run, state)
     run_state.load_state_dict(run, state["run_state"])
     run.step, run.images_seen = state["step"], state["images_seen"]
     run.init_from = state.get("init_from")

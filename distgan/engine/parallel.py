@@ -46,10 +46,55 @@ def deepspeed_config_from_launch() -> str | None:
     return path
 
 
+def float64_sum_hook(
+    state: None, bucket: torch.distributed.GradBucket
+) -> torch.futures.Future[torch.Tensor]:
+    """DDP's gradient mean, summed in float64 (with more than 2 ranks, on gloo).
+
+    DDP lays its buckets out anew after the first step of every process, so a resumed run's
+    first step reduces other slices together than the uninterrupted run did; with 3 or more
+    ranks a float32 sum then depends on the order (1 ulp here and there: a 4-process resume was
+    not bit-identical). Float64 holds the sum of a few float32 values exactly, so the rounded
+    mean no longer depends on the layout. 2 ranks keep DDP's own float32 sum (a + b is exact in
+    any order); this sum equals it. Costs twice the all-reduce bytes: only on gloo (CPU), where
+    distgan promises bit-identical resumes; NCCL's sums are not bit-deterministic anyway
+    (README, "Resuming"), and GPU clusters keep DDP's float32 all-reduce at full speed."""
+    del state
+    buffer = bucket.buffer()
+    total = buffer.div(torch.distributed.get_world_size()).to(torch.float64)
+    future = torch.distributed.all_reduce(total, async_op=True).get_future()
+
+    def mean(done: torch.futures.Future) -> torch.Tensor:
+        return buffer.copy_(done.value()[0])
+
+    return future.then(mean)
+
+
+def skip_all_reduce_hook(
+    state: None, bucket: torch.distributed.GradBucket
+) -> torch.futures.Future[torch.Tensor]:
+    """Each rank keeps its own gradients: DDP's bookkeeping without the reduction (only for
+    ``distgan bench ddp``, which times the two apart)."""
+    del state
+    future: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+    future.set_result(bucket.buffer())
+    return future
+
+
+# DDP checks the hooks' annotations as objects (this module's are strings)
+for _hook in (float64_sum_hook, skip_all_reduce_hook):
+    _hook.__annotations__ = {
+        "state": None,
+        "bucket": torch.distributed.GradBucket,
+        "return": torch.futures.Future[torch.Tensor],
+    }
+
+
 class DDPStrategy:
     """DDP through accelerate: a wrapper per trained network (never static_graph)."""
 
     sharded = False  # optimizer states are identical on every rank: rank 0's are saved
+    comm_hook = None  # another gradient reduction (distgan bench ddp: none at all)
 
     def __init__(
         self,
@@ -61,6 +106,11 @@ class DDPStrategy:
         self.precision = precision
         self.optimizers = optimizers
         self.wrapped = {name: accelerator.prepare_model(models[name]) for name in optimizers}
+        exact = accelerator.num_processes > 2 and torch.distributed.get_backend() == "gloo"
+        hook = self.comm_hook or (float64_sum_hook if exact else None)
+        for module in self.wrapped.values():
+            if hook is not None and isinstance(module, nn.parallel.DistributedDataParallel):
+                module.register_comm_hook(None, hook)
 
     def module(self, name: str) -> nn.Module:
         return self.wrapped[name]

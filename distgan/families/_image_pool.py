@@ -63,6 +63,15 @@ class ImagePool:
             return {"images": []}
         return {"images": [image.cpu().clone() for image in self.pool[: self.filled]]}
 
+    @staticmethod
+    def regroup(saved: list[dict[str, Any]], rank: int, world: int, size: int) -> dict[str, Any]:
+        """Rank ``rank`` of ``world``'s pool from the old ranks' pools (another world size):
+        their images taken in turns, dealt round-robin, at most ``size`` each."""
+        pools = [state["images"] for state in saved]
+        turns = [pool[i] for i in range(max(map(len, pools), default=0)) for pool in pools
+                 if i < len(pool)]  # fmt: skip
+        return {"images": turns[rank::world][:size]}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         images = state["images"]
         self.filled = len(images)

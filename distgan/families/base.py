@@ -313,6 +313,14 @@ class Family(ABC):
         """Restore what :meth:`state_dict` returned on this rank."""
         del state  # (no state of its own by default)
 
+    def regroup_state(
+        self, saved: list[dict[str, Any]], rank: int, world: int
+    ) -> dict[str, Any] | None:
+        """On a resume on another world size: rank ``rank`` of ``world``'s state made from
+        every old rank's :meth:`state_dict` (``saved``), or None to drop it (the default)."""
+        del saved, rank, world
+        return None
+
     # ------------------------------------------------------------------ run-wide state
 
     run_state_every: int = 0  # steps between run-wide updates (0: the family has none)

@@ -143,5 +143,14 @@ class CycleGAN(Family):
         for side, pool in self.pools.items():
             pool.load_state_dict(state[side])
 
+    def regroup_state(
+        self, saved: list[dict[str, Any]], rank: int, world: int
+    ) -> dict[str, Any] | None:
+        """The old ranks' pooled images dealt over the new ranks (each keeps its pool size)."""
+        return {
+            side: ImagePool.regroup([state[side] for state in saved], rank, world, pool.size)
+            for side, pool in self.pools.items()
+        }
+
 
 FAMILY = CycleGAN
