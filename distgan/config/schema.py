@@ -244,7 +244,7 @@ class AugConfig(_Section):
 
     diffaug: list[str] = Field(
         default_factory=list,
-        description="DiffAugment policies applied in this order, e.g. [translation]; "
+        description="DiffAugment policies applied in this order: color, translation, cutout; "
         "empty: off (the identity)",
     )
 
