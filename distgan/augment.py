@@ -23,20 +23,12 @@ The policies assume images in [-1, 1] (the loader's range) as the authors' code 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-
-class Draws(Protocol):
-    """The random draws a policy may take (the step context provides them; the first dimension
-    of every draw is the batch, so a draw does not depend on how the batch is split)."""
-
-    def rand(self, *shape: int) -> torch.Tensor: ...
-
-    def randint(self, high: int, *shape: int) -> torch.Tensor: ...
-
+from distgan import ada
+from distgan.ada import Draws
 
 Policy = Callable[[torch.Tensor, Draws], torch.Tensor]
 
@@ -94,40 +86,78 @@ POLICIES: dict[str, Policy] = {"color": color, "translation": translation, "cuto
 
 
 class Augment:
-    """The configured policies, in order; ``bool(augment)`` is False for the identity.
+    """ADA's pipeline (if ``aug.ada`` or ``aug.p`` > 0), then the DiffAugment policies in order;
+    ``bool(augment)`` is False for the identity.
 
-    A stage may keep run-wide state (ADA's p), updated like a family's (engine/run_state.py):
-    ``feedback`` receives D's outputs on augmented real images and tallies what the update
-    needs under names starting ``aug/``; ``update_run_state`` runs every ``run_state_every``
-    steps on the sums over all ranks. The fixed policies here keep none."""
+    ADA's p is run-wide state (engine/run_state.py): ``feedback`` tallies ``aug/signs`` (the sum
+    of sign D(x) over augmented reals) and ``aug/count`` (their number); every ``ada_interval``
+    steps ``update_run_state`` takes r_t = signs / count over all ranks and moves p by
+    sign(r_t − target) × (images since the last update) / (ada_kimg × 1000), never below 0
+    (stylegan2-ada-pytorch's training_loop.py). p is saved in checkpoints, exactly."""
 
-    run_state_every = 0
-
-    def __init__(self, policies: list[str]) -> None:
+    def __init__(
+        self,
+        policies: list[str],
+        pipeline: str | None = None,
+        p: float = 0.0,
+        adaptive: bool = False,
+        target: float = 0.6,
+        kimg: float = 500.0,
+        interval: int = 4,
+        images_per_step: int = 0,
+    ) -> None:
         self.names = list(policies)
         self.policies = [POLICIES[name] for name in policies]
+        self.pipeline, self.p, self.adaptive = pipeline, float(p), adaptive
+        self.target, self.kimg, self.images_per_step = target, kimg, images_per_step
+        self.run_state_every = interval if adaptive else 0
 
     def __bool__(self) -> bool:
-        return bool(self.policies)
+        return bool(self.policies) or self.pipeline is not None
 
     def __call__(self, images: torch.Tensor, draws: Draws) -> torch.Tensor:
+        if self.pipeline is not None and self.p > 0:  # p = 0: the input itself, no draws
+            images = ada.augment(images, draws, self.p, self.pipeline)
         for policy in self.policies:
             images = policy(images, draws)
         return images
 
     def feedback(self, real_outputs: torch.Tensor, ctx) -> None:
-        del real_outputs, ctx  # (a fixed pipeline learns nothing from D)
+        """D's outputs on augmented reals: ADA's overfitting heuristic (every rank, every call)."""
+        if self.adaptive:
+            ctx.tally("aug/signs", real_outputs.detach().float().sign().sum())
+            ctx.tally("aug/count", real_outputs.numel())
 
-    def update_run_state(self, totals: dict[str, torch.Tensor], step: int) -> None:
-        del totals, step
+    def update_run_state(self, totals: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        del step
+        count = float(totals["aug/count"]) if "aug/count" in totals else 0.0
+        if not count:  # no D pass on reals since the last update
+            return {"aug/p": self.p}
+        rt = float(totals["aug/signs"]) / count
+        direction = (rt > self.target) - (rt < self.target)
+        images = self.images_per_step * self.run_state_every
+        self.p = max(0.0, self.p + direction * images / (self.kimg * 1000))
+        return {"aug/p": self.p, "aug/rt": rt}
 
     def run_state_dict(self) -> dict:
-        return {}
+        return {"p": self.p} if self.pipeline is not None else {}
 
     def load_run_state_dict(self, state: dict) -> None:
-        del state
+        if "p" in state and self.pipeline is not None:
+            self.p = float(state["p"])
 
 
-def build_augment(aug_cfg) -> Augment:
-    """The stage of a recipe's ``aug:`` section (distgan.config.AugConfig)."""
-    return Augment(aug_cfg.diffaug)
+def build_augment(aug_cfg, images_per_step: int = 0) -> Augment:
+    """The stage of a recipe's ``aug:`` section (distgan.config.AugConfig); ``images_per_step``
+    over all ranks (batch × micro-batches × processes) paces ADA's p."""
+    uses_ada = aug_cfg.ada or aug_cfg.p > 0
+    return Augment(
+        aug_cfg.diffaug,
+        pipeline=aug_cfg.ada_pipeline if uses_ada else None,
+        p=aug_cfg.p,
+        adaptive=aug_cfg.ada,
+        target=aug_cfg.ada_target,
+        kimg=aug_cfg.ada_kimg,
+        interval=aug_cfg.ada_interval,
+        images_per_step=images_per_step,
+    )
