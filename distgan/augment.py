@@ -17,7 +17,8 @@ Policies (``aug.diffaug``, applied in the order given):
 * ``cutout`` — DiffAugment's: one square of half the side is zeroed, its centre drawn among the
   side + 1 − (square mod 2) positions of the authors' code (so it may hang over the border).
 
-The policies assume images in [-1, 1] (the loader's range) as the authors' code does.
+The policies assume images in [-1, 1] (the loader's range) as the authors' code does. ADA
+(``aug.ada``, ``aug.p``: distgan/ada.py) follows them, its p kept by this stage as run-wide state.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ POLICIES: dict[str, Policy] = {"color": color, "translation": translation, "cuto
 
 
 class Augment:
-    """ADA's pipeline (if ``aug.ada`` or ``aug.p`` > 0), then the DiffAugment policies in order;
-    ``bool(augment)`` is False for the identity.
+    """The DiffAugment policies in order, then ADA's pipeline (if ``aug.ada`` or ``aug.p`` > 0),
+    in the order of DiffAugment's StyleGAN2 port; ``bool(augment)`` is False for the identity.
 
     ADA's p is run-wide state (engine/run_state.py): ``feedback`` tallies ``aug/signs`` (the sum
     of sign D(x) over augmented reals) and ``aug/count`` (their number); every ``ada_interval``
@@ -116,10 +117,10 @@ class Augment:
         return bool(self.policies) or self.pipeline is not None
 
     def __call__(self, images: torch.Tensor, draws: Draws) -> torch.Tensor:
-        if self.pipeline is not None and self.p > 0:  # p = 0: the input itself, no draws
-            images = ada.augment(images, draws, self.p, self.pipeline)
         for policy in self.policies:
             images = policy(images, draws)
+        if self.pipeline is not None and self.p > 0:  # p = 0: the input itself, no draws
+            images = ada.augment(images, draws, self.p, self.pipeline)
         return images
 
     def feedback(self, real_outputs: torch.Tensor, ctx) -> None:
