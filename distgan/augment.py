@@ -55,14 +55,13 @@ def translation(images: torch.Tensor, draws: Draws, ratio: float = 0.125) -> tor
     max_y, max_x = int(h * ratio + 0.5), int(w * ratio + 0.5)
     dy = draws.randint(2 * max_y + 1, n) - max_y
     dx = draws.randint(2 * max_x + 1, n) - max_x
-    # Index a copy padded with one zero pixel on each side; coordinates that fall outside the
-    # image are clamped onto that zero border.
+    # Read from a copy padded with one zero pixel on each side; coordinates that fall outside
+    # the image are clamped onto that zero border.
     padded = F.pad(images, [1, 1, 1, 1])
     rows = (torch.arange(h, device=images.device)[None, :] + dy[:, None] + 1).clamp(0, h + 1)
     cols = (torch.arange(w, device=images.device)[None, :] + dx[:, None] + 1).clamp(0, w + 1)
-    batch = torch.arange(n, device=images.device)[:, None, None]
-    shifted = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-    return shifted.permute(0, 3, 1, 2).contiguous(memory_format=_format_of(images))
+    source = rows[:, :, None] * (w + 2) + cols[:, None, :]  # [N, H, W] in the padded image
+    return ada.move_pixels(padded, source).contiguous(memory_format=_format_of(images))
 
 
 def cutout(images: torch.Tensor, draws: Draws, ratio: float = 0.5) -> torch.Tensor:

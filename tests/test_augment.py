@@ -141,6 +141,10 @@ def test_xflip_quarter_turns_and_integer_translation_are_exact_pixel_moves() -> 
     shifted = ada.blit(x, Forced(0.0, 1.0, 0.0, 1.0, 1.0, 0.0), p=1.0)
     assert torch.equal(shifted[..., 1:, 1:], x[..., :-1, :-1])
     assert torch.equal(shifted[..., 0, 1:], x[..., 1, :-1])  # row −1 reflects to row 1
+    # all three at once: flipped, then turned, then shifted
+    everything = ada.blit(x, Forced(0.75, 0.0, 0.375, 0.0, 1.0, 0.0), p=1.0)
+    turned = x.flip(3).rot90(1, (2, 3))
+    assert torch.equal(everything, ada.blit(turned, Forced(0.0, 1.0, 0.0, 1.0, 1.0, 0.0), p=1.0))
 
 
 def test_geometry_half_turn_and_whole_pixel_shift_match_their_pixel_moves() -> None:
