@@ -70,10 +70,11 @@ def check_recipe(cfg: Config) -> Config:
                 else "{" + ", ".join(f"{s}: DIR" for s in family.streams) + "}"
             )
             raise ConfigError(f"{key}: family '{cfg.family}' reads {want}, not {shards!r}")
-    if cfg.aug.diffaug and not family.augments:
+    if cfg.aug.active and not family.augments:
+        key = f"aug.diffaug={','.join(cfg.aug.diffaug)}" if cfg.aug.diffaug else "aug.ada/aug.p"
         raise ConfigError(
-            f"aug.diffaug={','.join(cfg.aug.diffaug)}: family '{cfg.family}' passes no images "
-            "through the augmentation stage; remove the aug: settings"
+            f"{key}: family '{cfg.family}' passes no images through the augmentation stage; "
+            "remove the aug: settings"
         )
     for name in cfg.eval.metrics:
         check_metric(name)  # one line naming the valid ones if unknown

@@ -1,10 +1,10 @@
 """Device placement, checked on a CPU-only machine: under ``FakeTensorMode`` tensors made on
 ``cuda`` are fake (no GPU needed) and any op that mixes them with CPU tensors raises, as it would
 on a real GPU. The colour transforms, the image pools after a resume (checkpoints load on the
-CPU) and every family's previews and samples run with their inputs on the fake GPU. Then the
-GPU settings that need no GPU to check: precision=auto on GPUs that only emulate bf16, compile off
-by default and its fallback, unusable GPUs refused, deterministic kernels, a noise stream saved
-on another device type."""
+CPU), the augmentation stage and every family's previews and samples run with their inputs on
+the fake GPU. Then the GPU settings that need no GPU to check: precision=auto on GPUs that only
+emulate bf16, compile off by default and its fallback, unusable GPUs refused, deterministic
+kernels, a noise stream saved on another device type."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import torch
 from float64_golden import RECIPES
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from distgan.augment import build_augment
 from distgan.bench._common import synthetic_batch
+from distgan.config.schema import AugConfig
 from distgan.data.info import DatasetInfo
 from distgan.data.transforms import Transforms, lab_to_rgb, rgb_to_lab
 from distgan.engine import checkpoint, runtime
@@ -55,6 +57,20 @@ def test_an_image_pool_restored_on_the_cpu_serves_gpu_fakes(fake_gpu) -> None:
     ctx = StepContext(GPU, GpuGenerator().manual_seed(0))
     out = pool.query(torch.rand(3, 3, 4, 4, device=GPU), ctx)
     assert out.device.type == "cuda" and pool.state_dict()["images"][0].device.type == "cpu"
+
+
+def test_augmentation_makes_every_tensor_on_the_images_device(fake_gpu) -> None:
+    """DiffAugment's policies and ADA's three groups (RGB and gray) with the step context's draws
+    on the GPU, and ADA's feedback tallies (the backward pass needs a real GPU: tests/gpu)."""
+    stage = build_augment(AugConfig(diffaug="color,translation,cutout", ada=True, p=0.5))
+    ctx = StepContext(GPU, GpuGenerator().manual_seed(0), augment=stage)
+    ctx.begin_step(0)
+    ctx.enter(0, None)
+    for channels in (3, 1):
+        out = ctx.augment(torch.rand(2, channels, 8, 8, device=GPU, requires_grad=True))
+        assert out.device.type == "cuda" and out.requires_grad
+    ctx.augment_feedback(torch.rand(2, 1, device=GPU))
+    assert {t.device.type for t in ctx.tallies.values()} == {"cuda"}
 
 
 # the recipes of the float64 golden run, plus the colorization GAN (L*a*b*)

@@ -222,7 +222,15 @@ def tally_recipe(path: Path, shards: Path, run_dir: Path, batch: int, accumulate
             "ema_rampup": 0.5,
         },
         "optim": {"G": {"lr": 1e-3}, "D": {"lr": 1e-3}},
-        "aug": {"diffaug": ["translation"]},
+        # ADA from p = 0.2, updated every 3 steps (a checkpoint at step 4 holds pending tallies)
+        # by 3 steps' images / 1000 (0.096 with 2 processes of 16), then DiffAugment
+        "aug": {
+            "diffaug": ["translation"],
+            "ada": True,
+            "p": 0.2,
+            "ada_interval": 3,
+            "ada_kimg": 1,
+        },
         "run": {"dir": str(run_dir)},
         "log": {"wandb": "disabled", "every": 2, "sample_every": 100},
     }
@@ -267,6 +275,8 @@ def test_accumulation_run_wide_state_and_exact_resume(tally_shards, tmp_path: Pa
         assert state[processes, "k4"]["images_seen"] == 32 * processes * TALLY_STEPS
         p4, p1 = (state[processes, k]["run_state"]["family"]["p"] for k in ("k4", "k1"))
         assert p4 == p1
+        ada4, ada1 = (state[processes, k]["run_state"]["aug"]["p"] for k in ("k4", "k1"))
+        assert ada4 == ada1 != 0.2  # ADA's p: the same sums over the ranks, and it moved
 
     # run-wide sums over all ranks: every pixel of each epoch counted once, however many ranks
     for (processes, name), s in state.items():
@@ -293,6 +303,7 @@ def test_accumulation_run_wide_state_and_exact_resume(tally_shards, tmp_path: Pa
     final, ref = checkpoint(interrupted), state[2, "k2"]
     assert_bit_identical(final["networks"], ref["networks"])
     assert final["run_state"].keys() == ref["run_state"].keys() == {"family", "aug"}
+    assert final["run_state"]["aug"] == ref["run_state"]["aug"]  # ADA's p, exactly
     final_state, ref_state = final["run_state"]["family"], ref["run_state"]["family"]
     assert final_state.keys() == ref_state.keys()
     assert all(

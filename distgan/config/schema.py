@@ -308,9 +308,26 @@ class AugConfig(_Section):
 
     diffaug: list[str] = Field(
         default_factory=list,
-        description="DiffAugment policies applied in this order, e.g. [translation]; "
+        description="DiffAugment policies applied in this order: color, translation, cutout; "
         "empty: off (the identity)",
     )
+    ada: bool = Field(
+        False, description="ADA: adapt p every ada_interval steps towards E[sign D(real)] = target"
+    )
+    ada_target: float = Field(0.6, gt=0, lt=1, description="ADA's target for E[sign D(real)]")
+    ada_kimg: float = Field(500, gt=0, description="ADA: thousands of images for p to move by 1")
+    ada_interval: int = Field(4, ge=1, description="ADA: steps between updates of p")
+    ada_pipeline: Literal["bgc", "bg", "b", "c"] = Field(
+        "bgc", description="ADA's ops: b(lit) g(eometry) c(olour)"
+    )
+    p: float = Field(
+        0.0, ge=0, le=1, description="ADA's probability per op: fixed (aug.ada=false) or initial"
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether any image passes through the stage (DiffAugment, ADA or a fixed p)."""
+        return bool(self.diffaug) or self.ada or self.p > 0
 
     @field_validator("diffaug", mode="before")
     @classmethod

@@ -279,7 +279,12 @@ def build_run(
         strategy=strategy,
         phases=phases,
         noise=noise,
-        ctx=StepContext(device, noise, settings.compile_backend, augment_stage(cfg)),
+        ctx=StepContext(
+            device,
+            noise,
+            settings.compile_backend,
+            augment_stage(cfg, t.batch_size * t.accumulate * accelerator.num_processes),
+        ),
         data=data,
         frozen=frozen,
         base_lr={name: optimizers[name].param_groups[0]["lr"] for name in trained},
@@ -306,9 +311,10 @@ def lazy_regularization_ratios(phases: list[Phase]) -> dict[str, float]:
     return ratios
 
 
-def augment_stage(cfg: Config) -> Augment | None:
-    """The ``aug:`` stage (checked against ``Family.augments`` by distgan/recipe.py)."""
-    return build_augment(cfg.aug) or None
+def augment_stage(cfg: Config, images_per_step: int) -> Augment | None:
+    """The ``aug:`` stage (checked against ``Family.augments`` by distgan/recipe.py); ADA's p
+    moves by the images of all ranks (``Run.images_per_step``)."""
+    return build_augment(cfg.aug, images_per_step) or None
 
 
 def build_for_bench(cfg: Config, info: DatasetInfo) -> Run:

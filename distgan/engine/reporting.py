@@ -252,8 +252,9 @@ class RunLogger:
 
 
 def _format_stats(values: dict[str, float], rate: float) -> str:
-    """Every ``loss/*`` value a family logs (named without the prefix), D's accuracies."""
-    accuracy = {"D/acc_real": "D(x)✓", "D/acc_fake": "D(G(z))✓"}
+    """Every ``loss/*`` value a family logs (named without the prefix), D's accuracies, ADA's p
+    and r_t."""
+    accuracy = {"D/acc_real": "D(x)✓", "D/acc_fake": "D(G(z))✓", "aug/p": "p", "aug/rt": "rt"}
     parts = [
         f"{k.removeprefix('loss/')} {v:.3f}" for k, v in values.items() if k.startswith("loss/")
     ]

@@ -2,10 +2,11 @@
 
 Every shipped recipe trains a few steps on 1 GPU (fixture shards, tiny widths, evaluation with
 the weights-free random extractor) in bf16 and in fp16 (GradScaler), a trimmed set with
-``torch.compile`` on, DDP over every visible GPU (NCCL), ``distgan eval`` with KID and PR, and a
-CycleGAN run resumed from its checkpoint (image pools restored from the CPU). It prints one table
-row per case (ok / the error's last line, seconds) and writes ``--out`` as JSON; the exit code
-is the number of failed cases. Run it whenever a GPU is at hand::
+``torch.compile`` on, DiffAugment and ADA (RGB and gray), DDP over every visible GPU (NCCL),
+``distgan eval`` with KID and PR, and a CycleGAN run resumed from its checkpoint (image pools
+restored from the CPU). It prints one table row per case (ok / the error's last line, seconds)
+and writes ``--out`` as JSON; the exit code is the number of failed cases. Run it whenever a
+GPU is at hand::
 
     bash tests/gpu/check.sh            # = python tests/gpu/check.py --out gpu-check.json
 
@@ -78,6 +79,13 @@ def cases(shards: dict[str, Path], runs: Path, gpus: int) -> dict[str, list[str]
                 accelerate, "launch", "--config_file", str(ROOT / "launch" / "1node-gpus.yaml"),
                 "--num_processes", str(gpus), "-m", "distgan", "train", name, *args,
             ]  # fmt: skip
+    for tag, aug in (
+        ("DiffAugment", ["aug.diffaug=color,translation,cutout"]),
+        ("ADA", ["aug.ada=true", "aug.p=0.5", "aug.ada_interval=1"]),
+    ):  # the augmentation ops forward and backward on the GPU, under autocast
+        for name in ("celeba64-dcgan", "digits-wgangp"):
+            args = [*recipe_args(name, shards, runs / f"{name}-{tag}"), *STEPS, *aug]
+            out[f"{name} bf16 {tag}"] = distgan_cmd("train", name, *args, "train.precision=bf16")
     digits = runs / "digits-cdcgan-bf16"
     out["distgan eval fid,kid,pr"] = distgan_cmd(
         "eval", "--ckpt", str(digits), "--metrics", "fid,kid,pr", "--extractor", "random",
