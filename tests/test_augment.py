@@ -9,7 +9,7 @@ import torch
 
 from distgan import ada
 from distgan.augment import Augment, build_augment, color, cutout, translation
-from distgan.config.schema import AugConfig
+from distgan.config.sections import AugConfig
 from distgan.families.context import StepContext
 
 

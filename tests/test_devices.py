@@ -18,7 +18,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from distgan.augment import build_augment
 from distgan.bench._common import synthetic_batch
-from distgan.config.schema import AugConfig
+from distgan.config.sections import AugConfig
 from distgan.data.info import DatasetInfo
 from distgan.data.transforms import Transforms, lab_to_rgb, rgb_to_lab
 from distgan.engine import checkpoint, runtime

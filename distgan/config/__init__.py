@@ -23,18 +23,15 @@ from distgan.config.loading import (
     validate_section,
 )
 from distgan.config.schema import (
-    BEST,
     SHORTHANDS,
-    AugConfig,
     Config,
     DataConfig,
-    EvalConfig,
-    LogConfig,
     OptimConfig,
     RunConfig,
     TrainConfig,
     parse_duration,
 )
+from distgan.config.sections import BEST, AugConfig, EvalConfig, InitConfig, LogConfig
 from distgan.errors import ConfigError
 
 __all__ = [
@@ -45,6 +42,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "InitConfig",
     "LogConfig",
     "OptimConfig",
     "RunConfig",

@@ -31,7 +31,7 @@ from torchvision.utils import make_grid, save_image
 from distgan.engine.trackers import TensorBoard, log_artifact, wandb_init_args, wandb_run_id
 
 if TYPE_CHECKING:
-    from distgan.config.schema import LogConfig
+    from distgan.config.sections import LogConfig
 
 log = logging.getLogger("distgan")
 

@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from distgan.config import Config
-from distgan.config.schema import InitConfig
+from distgan.config.sections import InitConfig
 from distgan.errors import ConfigError
 
 log = logging.getLogger("distgan")

@@ -22,7 +22,7 @@ import torch
 from distgan.errors import ConfigError
 
 if TYPE_CHECKING:
-    from distgan.config.schema import LogConfig
+    from distgan.config.sections import LogConfig
 
 DEFAULT_PROJECT = "distgan"
 
