@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from PIL import Image, ImageDraw
 from rich.progress import Progress
 
@@ -85,14 +86,15 @@ def train(recipe: str, folder: Path, overrides: list[str]) -> None:
 
 
 def final_evaluation(folder: Path) -> dict[str, float]:
-    """The last evaluation row of a finished run (empty if it has not finished)."""
-    path = folder / "metrics.jsonl"
-    if not (folder / "checkpoints" / "last.pt").exists() or not path.is_file():
+    """The evaluation at the last step of a finished run (empty if it has not finished)."""
+    path, config = folder / "metrics.jsonl", folder / "config.yaml"
+    if not path.is_file() or not config.is_file():
         return {}
+    steps = yaml.safe_load(config.read_text())["train"]["steps"]
     for line in reversed(path.read_text().splitlines()):
         row = json.loads(line)
         found = {k.removeprefix("eval/"): v for k, v in row.items() if k.startswith("eval/")}
-        if found:
+        if found and row["step"] == steps:
             return {k: v for k, v in found.items() if k not in ("images", "n")}
     return {}
 
