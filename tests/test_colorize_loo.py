@@ -12,6 +12,7 @@ from conftest import _COLORIZE, distgan_cmd, run
 from PIL import Image
 
 from distgan.bench.colorize_loo import verdict
+from distgan.cli import main
 from distgan.data.shards import iter_samples
 from distgan.data.sources.photos import PHOTOS, load_photo, tiles
 
@@ -35,7 +36,9 @@ def test_verdict_needs_gray_or_better_ab_and_half_to_all_of_the_real_colourfulne
     assert verdict({**fold, "ab_l1": 0.12, "colorfulness": 20.0})  # the bounds are inclusive
 
 
-def test_a_fold_leaves_its_photo_out_of_training_and_the_bench_judges_it(tmp_path: Path) -> None:
+def test_a_fold_leaves_its_photo_out_of_training_and_the_bench_judges_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A tiny fold run as users run it: the held-out photo's tiles are the whole test set and
     appear in no training crop; the table, its verdicts and the picture are written."""
     pytest.importorskip("skimage", reason="scikit-image holds the photos")
@@ -64,3 +67,6 @@ def test_a_fold_leaves_its_photo_out_of_training_and_the_bench_judges_it(tmp_pat
     assert f"| {held_out} |" in table and ("yes" if figures["passed"] else "NO") in table
     with Image.open(tmp_path / "colorize-loo.png") as picture:  # gray | model | real
         assert picture.height == 128 and picture.width == 3 * 147 + 2 * 4
+    # the same --out again replaces nothing without --force: one line, exit 2, before any work
+    assert main([*argv, *tiny]) == 2
+    assert "--force" in capsys.readouterr().err

@@ -8,8 +8,9 @@ the gray baseline's (a = b = 0) and its colourfulness lies between half the real
 real photo's: a model that outputs gray fails, and so does one that paints too much colour.
 
 Everything goes under ``--out`` (default: a new temporary folder), never into ``shards/``:
-``NAME/shards/{train,test}``, ``NAME/run``, ``NAME/train.log``, and the table
-(``colorize-loo.md``, ``.json``) with a picture of every fold: gray | model | real.
+``NAME/shards/{train,test}`` (reused when there), ``NAME/run``, ``NAME/train.log``, and the
+table (``colorize-loo.md``, ``.json``) with a picture of every fold: gray | model | real. Runs
+and tables already there are replaced only with ``--force``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from PIL import Image
 
 from distgan.data.sources import photos as photos_source
-from distgan.errors import ConfigError
+from distgan.errors import ConfigError, DistganError
 
 FIGURES = ("ab_l1", "ab_l1_gray", "colorfulness", "colorfulness_real")
 
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--photos", default=None, help="comma-separated photo names (default: all 7)"
     )
     parser.add_argument("--crops", type=int, default=None, help="training crops per photo (240)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace the folds' runs and the table under --out"
+    )
     parser.add_argument("overrides", nargs="*", help="recipe overrides for every fold, key=value")
 
 
@@ -82,8 +86,8 @@ def train_fold(recipe: str, fold: Path, tiles: int, overrides: list[str]) -> Pat
     with open(fold / "train.log", "w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode:
-        tail = (fold / "train.log").read_text().strip().splitlines()[-1:]
-        raise SystemExit(f"distgan: the fold {fold.name} did not train: {' '.join(tail)}")
+        tail = " ".join((fold / "train.log").read_text().strip().splitlines()[-1:])
+        raise DistganError(f"the fold {fold.name} did not train ({fold / 'train.log'}): {tail}")
     checkpoints = sorted((fold / "run" / "checkpoints").glob("step-*.pt"))
     return checkpoints[-1]
 
@@ -170,6 +174,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--recipe {args.recipe}: a colorize recipe (family '{cfg.family}')")
     size = cfg.data.resolution or 32
     out = Path(args.out or tempfile.mkdtemp(prefix="distgan-colorize-loo-"))
+    outputs = [out / n / "run" for n in names]
+    outputs += [out / f"colorize-loo.{suffix}" for suffix in ("md", "json", "png")]
+    existing = [path for path in outputs if path.exists()]
+    if existing and not args.force:
+        raise ConfigError(f"{existing[0]} exists: give another --out, or --force to replace it")
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
     rows = []
