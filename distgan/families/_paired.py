@@ -75,7 +75,16 @@ class PairedTranslation(Family):
         adversarial = losses.g_nonsaturating(ctx.compiled(nets.D)(torch.cat([inputs, fake], 1)))
         l1 = F.l1_loss(fake.float(), target.float())
         loss = adversarial + self.loss_cfg.l1_weight * l1
-        return loss, {"loss/G": adversarial.detach(), "loss/L1": l1.detach()}
+        logs = {"loss/G": adversarial.detach(), "loss/L1": l1.detach()}
+        extra = self.output_penalty(fake)
+        if extra is not None:
+            loss = loss + extra[0]
+            logs.update(extra[1])
+        return loss, logs
+
+    def output_penalty(self, outputs: torch.Tensor) -> tuple[torch.Tensor, Logs] | None:
+        """An extra term of G's loss on its outputs alone (none here; see colorize)."""
+        return None
 
     def sample(
         self, nets: Nets, n: int, generator: torch.Generator, batch: Batch | None = None

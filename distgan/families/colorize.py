@@ -5,6 +5,12 @@ predicted ab, so L is preserved exactly. Non-saturating loss with one-sided labe
 values of the paper's text. The authors' code used lr 3e-4 (``optim.G.lr``/``optim.D.lr``),
 D's lr ÷ 10 and β1 0 (``optim.*.betas``); set them as overrides to reproduce it.
 
+``loss.gray_weight`` (0: off, the paper) adds γ·mean|ab| to G's loss, a pull toward gray: with
+λ·L1 to the target, a pixel's optimum becomes the weighted median of its plausible colours and
+a point mass γ/λ at gray, so each of a*, b* stays 0 unless the data agree on its sign by more
+than γ/λ. A model unsure of a colour (a texture seen in many colours, a photo unlike the
+training set) then leaves it gray instead of painting a confident guess.
+
 Needs ``data.lab: true`` (the stream then yields ``L/50 − 1, a/110, b/110``). Networks:
 distgan/models/unet.py (``model.encoder``/``decoder``/``decoder_dropout``, ``d_channels``).
 """
@@ -17,8 +23,8 @@ from torch import nn
 
 from distgan.data.transforms import denormalize_lab, lab_to_rgb
 from distgan.errors import ConfigError
-from distgan.families._paired import PairedTranslation
-from distgan.families.base import Batch, Section
+from distgan.families._paired import PairedLossConfig, PairedTranslation
+from distgan.families.base import Batch, Logs, Section
 from distgan.models.unet import ColorizationUNet, PatchDiscriminator
 
 
@@ -29,6 +35,12 @@ class ColorizeConfig(Section):
     d_channels: list[int] = Field([64, 128, 256, 512], description="D: stride 2 …, last stride 1")
 
 
+class ColorizeLossConfig(PairedLossConfig):
+    gray_weight: float = Field(
+        0.0, ge=0, description="γ of the pull of a*b* toward gray, γ·mean|ab| (0: off)"
+    )
+
+
 def lab_to_image(lab: torch.Tensor) -> torch.Tensor:
     """Normalized L*a*b* (the stream's scaling) → RGB in [-1, 1]."""
     rgb = lab_to_rgb(denormalize_lab(lab.float())).clamp(0, 1)
@@ -37,6 +49,7 @@ def lab_to_image(lab: torch.Tensor) -> torch.Tensor:
 
 class Colorize(PairedTranslation):
     ModelConfig = ColorizeConfig
+    LossConfig = ColorizeLossConfig
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -52,6 +65,12 @@ class Colorize(PairedTranslation):
         except ValueError as err:
             raise ConfigError(f"{err} (recipe {self.facts.recipe})") from None
         return {"G": G, "D": PatchDiscriminator(3, hp.d_channels, "batch")}
+
+    def output_penalty(self, outputs: torch.Tensor) -> tuple[torch.Tensor, Logs] | None:
+        if not self.loss_cfg.gray_weight:
+            return None
+        pull = outputs.float().abs().mean()
+        return self.loss_cfg.gray_weight * pull, {"loss/gray": pull.detach()}
 
     def split(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         lab = batch["image"]

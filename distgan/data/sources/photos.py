@@ -5,6 +5,11 @@ Each photo is scaled so that its short side is 4 × ``--size``; training crops c
 three quarters, held-out (``--split test``) crops from its right quarter, so the two never share
 a pixel. A crop's side is drawn from [size, 2·size], its place uniformly, then it is resized to
 ``--size`` (Lanczos). Deterministic: the same arguments give byte-identical shards.
+
+``--leave-out NAME`` builds one fold of a leave-one-photo-out measure (``distgan bench
+colorize-loo``): ``--split train`` then crops the whole of the six other photos, ``--split test``
+tiles the whole of photo NAME (``--size`` squares in rows and columns, the last ones flush with
+the edges) and nothing else, so no pixel of NAME is ever trained on.
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=["train", "test"], default="train", help="(train)")
     parser.add_argument("--crops", type=int, default=None, help="per photo (train 240, test 24)")
     parser.add_argument("--shards", type=int, default=None, help="(train 8, test 2)")
+    parser.add_argument(
+        "--leave-out",
+        choices=list(PHOTOS),
+        default=None,
+        help="train: the six other photos whole; test: tiles of this photo only",
+    )
     add_shard_size_arguments(parser)
 
 
@@ -50,14 +61,20 @@ def load_photo(name: str) -> np.ndarray:
     return getattr(skimage.data, name)()[..., :3]
 
 
-def crops(photo: np.ndarray, size: int, count: int, split: str, seed: int) -> list[np.ndarray]:
+def scaled(photo: np.ndarray, size: int) -> Image.Image:
+    """The photo with its short side 4 × ``size`` (Lanczos)."""
     height, width = photo.shape[:2]
     scale = 4 * size / min(height, width)
-    image = Image.fromarray(photo).resize(
+    return Image.fromarray(photo).resize(
         (round(width * scale), round(height * scale)), Image.LANCZOS
     )
+
+
+def crops(photo: np.ndarray, size: int, count: int, split: str, seed: int) -> list[np.ndarray]:
+    """Random crops of the train part (``split="all"``: of the whole photo) or the test part."""
+    image = scaled(photo, size)
     cut = round(image.width * (1 - HELD_OUT))
-    left, right = (0, cut) if split == "train" else (cut, image.width)
+    left, right = {"train": (0, cut), "test": (cut, image.width), "all": (0, image.width)}[split]
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
@@ -69,14 +86,40 @@ def crops(photo: np.ndarray, size: int, count: int, split: str, seed: int) -> li
     return out
 
 
-def convert(args: argparse.Namespace) -> dict[str, Any]:
+def tiles(photo: np.ndarray, size: int) -> list[np.ndarray]:
+    """``size`` squares covering the whole scaled photo, row by row; the last row and column
+    are flush with the edges (they overlap their neighbours where the side is not a multiple)."""
+    image = np.asarray(scaled(photo, size))
+    height, width = image.shape[:2]
+
+    def starts(side: int) -> list[int]:
+        return sorted({*range(0, side - size + 1, size), side - size})
+
+    return [image[y : y + size, x : x + size] for y in starts(height) for x in starts(width)]
+
+
+def photo_samples(args: argparse.Namespace) -> list[Sample]:
+    """The samples of ``--split``, of all photos or of one fold (``--leave-out``)."""
     count = args.crops or (240 if args.split == "train" else 24)
-    shards = args.shards or (8 if args.split == "train" else 2)
+    leave_out = getattr(args, "leave_out", None)
+    if leave_out and args.split == "test":
+        pieces = tiles(load_photo(leave_out), args.size)
+        return [Sample(key=f"{leave_out}-tile-{i:04d}", image=t) for i, t in enumerate(pieces)]
     samples = []
     for number, name in enumerate(PHOTOS):
+        if name == leave_out:
+            continue
         seed = 1000 * number + (0 if args.split == "train" else 1)
-        for i, crop in enumerate(crops(load_photo(name), args.size, count, args.split, seed)):
+        split = "all" if leave_out else args.split
+        for i, crop in enumerate(crops(load_photo(name), args.size, count, split, seed)):
             samples.append(Sample(key=f"{name}-{args.split}-{i:04d}", image=crop))
+    return samples
+
+
+def convert(args: argparse.Namespace) -> dict[str, Any]:
+    shards = args.shards or (8 if args.split == "train" else 2)
+    samples = photo_samples(args)
+    leave_out = getattr(args, "leave_out", None)
     order = np.random.default_rng(7).permutation(len(samples))  # mix photos across shards
     return write_shards(
         (samples[i] for i in order),
@@ -90,6 +133,7 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
             "resolution": args.size,
             "channels": 3,
             "photos": PHOTOS,
+            **({"leave_out": leave_out} if leave_out else {}),
             "license": "each photo public domain or CC0 (see 'photos'); via scikit-image",
         },
     )
