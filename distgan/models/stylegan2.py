@@ -296,13 +296,14 @@ class StyleGAN2Generator(nn.Module):
         z: torch.Tensor,
         labels: torch.Tensor | None = None,
         noise: list[torch.Tensor] | None = None,
-        mix: tuple[torch.Tensor, int] | None = None,
+        mix: tuple[torch.Tensor, torch.Tensor] | None = None,
         return_ws: bool = False,
+        update_w_avg: bool = False,
     ):
-        ws = self.ws(z, labels, update_w_avg=self.training)
-        if mix is not None:
+        ws = self.ws(z, labels, update_w_avg=update_w_avg)
+        if mix is not None:  # a 0-d cutoff tensor (num_ws: no mixing), so no host sync
             z2, cutoff = mix
-            if cutoff < self.num_ws:
-                ws = torch.cat([ws[:, :cutoff], self.ws(z2, labels)[:, cutoff:]], dim=1)
+            layer = torch.arange(self.num_ws, device=ws.device)
+            ws = torch.where((layer < cutoff)[None, :, None], ws, self.ws(z2, labels))
         img = self.synthesis(ws, "random" if noise is not None else "const", noise)
         return (img, ws) if return_ws else img
