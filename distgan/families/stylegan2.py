@@ -41,6 +41,7 @@ from distgan.families._adversarial import AdversarialFamily
 from distgan.families.base import Batch, Logs, Nets, Phase, Section, StepContext
 from distgan.models.stylegan2 import StyleGAN2Generator
 from distgan.models.stylegan2_d import StyleGAN2Discriminator
+from distgan.models.stylegan2_ops import at_least_fp32 as fp32
 
 
 class StyleGAN2Config(Section):
@@ -157,7 +158,7 @@ class StyleGAN2(AdversarialFamily):
         real_out = D(ctx.augment(real), label)
         fake_out = D(ctx.augment(fake.detach()), label)
         ctx.augment_feedback(real_out.detach())
-        loss = F.softplus(fake_out.float()).mean() + F.softplus(-real_out.float()).mean()
+        loss = F.softplus(fp32(fake_out)).mean() + F.softplus(-fp32(real_out)).mean()
         logs = losses.accuracy(real_out.detach(), fake_out.detach())
         logs["loss/D"] = loss.detach()
         return loss, logs
@@ -168,7 +169,7 @@ class StyleGAN2(AdversarialFamily):
         if fake is None:
             fake = self.generate(nets, ctx.scratch.pop("inputs"), label)
         out = ctx.compiled(nets.D)(ctx.augment(fake), label)
-        loss = F.softplus(-out.float()).mean()
+        loss = F.softplus(-fp32(out)).mean()
         return loss, {"loss/G": loss.detach()}
 
     def pl_loss(self, nets: Nets, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, Logs]:
@@ -180,8 +181,8 @@ class StyleGAN2(AdversarialFamily):
         img, ws = self.generate(nets, inputs, label, return_ws=True, update_w_avg=True)
         y = ctx.randn(*img.shape) / math.sqrt(img.shape[2] * img.shape[3])
         with torch.autocast(img.device.type, enabled=False):
-            (grad,) = torch.autograd.grad((img.float() * y).sum(), ws, create_graph=True)
-            lengths = grad.float().square().sum(2).mean(1).sqrt()
+            (grad,) = torch.autograd.grad((fp32(img) * y).sum(), ws, create_graph=True)
+            lengths = fp32(grad).square().sum(2).mean(1).sqrt()
             penalty = (lengths - self.pl_mean.to(lengths)).square().mean()
         ctx.tally("pl_sum", lengths.detach().sum())
         ctx.tally("pl_count", float(n))
@@ -194,7 +195,7 @@ class StyleGAN2(AdversarialFamily):
         real = batch["image"].detach().requires_grad_(True)  # before augmentation, as ADA's code
         out = nets.D(ctx.augment(real), label)  # the wrapped, uncompiled D (penalties.py)
         r1 = penalties.r1_penalty(out, real, ctx.scaler)
-        loss = r1 * (cfg.r1_gamma / 2 * cfg.r1_every) + out.float().sum() * 0
+        loss = r1 * (cfg.r1_gamma / 2 * cfg.r1_every) + fp32(out).sum() * 0
         return loss, {"D/r1": r1.detach()}
 
     # --------------------------------------------------------------------- run-wide state

@@ -20,6 +20,7 @@ from torch import nn
 
 from distgan.models.stylegan2_ops import (
     FullyConnected,
+    at_least_fp32,
     bias_act,
     blur_filter,
     modulated_conv2d,
@@ -72,15 +73,15 @@ class MappingNetwork(nn.Module):
     ) -> torch.Tensor:
         parts = []
         if self.z_dim:
-            parts.append(normalize_2nd_moment(z.float()))
+            parts.append(normalize_2nd_moment(at_least_fp32(z)))
         if self.num_classes:
-            one_hot = F.one_hot(labels.long(), self.num_classes).float()
+            one_hot = F.one_hot(labels.long(), self.num_classes).to(self.embed.weight.dtype)
             parts.append(normalize_2nd_moment(self.embed(one_hot)))
         x = torch.cat(parts, dim=1)
         for layer in self.layers:
             x = layer(x)
         if update_w_avg:
-            self._track(x.detach().float(), labels)
+            self._track(x.detach().to(self.w_avg.dtype), labels)
         if truncation != 1:
             centre = self.w_avg[labels.long()] if self.num_classes else self.w_avg[0]
             x = torch.lerp(centre.to(x.dtype), x, truncation)
@@ -198,7 +199,7 @@ class SynthesisBlock(nn.Module):
             x = self.const.unsqueeze(0).expand(ws[0].shape[0], -1, -1, -1)
         for layer, w, noise in zip(self.layers(), ws, noises, strict=False):
             x = layer(x.to(w.dtype) if self.first else x, w, noise_mode, noise, fused)
-        rgb = self.torgb(x, ws[-1], fused).float()
+        rgb = at_least_fp32(self.torgb(x, ws[-1], fused))
         img = rgb if img is None else upsample2d(img, self.resample_filter) + rgb
         return x, img
 

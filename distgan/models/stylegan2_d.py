@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from distgan.models.stylegan2 import MappingNetwork, channels_at
-from distgan.models.stylegan2_ops import Conv2dLayer, FullyConnected
+from distgan.models.stylegan2_ops import Conv2dLayer, FullyConnected, at_least_fp32
 
 ARCHITECTURES = ("resnet", "orig")
 
@@ -63,7 +63,7 @@ def minibatch_stddev(x: torch.Tensor, group_size: int, num_channels: int = 1) ->
     if n % g:
         raise ValueError(f"a batch of {n} does not split into minibatch-stddev groups of {g}")
     f = num_channels
-    y = x.float().reshape(g, -1, f, c // f, h, w)
+    y = at_least_fp32(x).reshape(g, -1, f, c // f, h, w)
     y = (y - y.mean(dim=0)).square().mean(dim=0)
     y = (y + 1e-8).sqrt().mean(dim=[2, 3, 4])  # [N/G, F]
     y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)

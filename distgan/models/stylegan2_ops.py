@@ -23,6 +23,11 @@ from torch import nn
 LRELU_GAIN = math.sqrt(2.0)  # keeps the activations' variance through LeakyReLU(0.2)
 
 
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 tensors in fp32; fp32 and fp64 as they are (float64 checks stay float64)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def blur_filter(channels: int, taps: tuple[int, ...] = (1, 3, 3, 1)) -> torch.Tensor:
     """The separable low-pass filter, normalised to sum 1, as a depthwise kernel [C, 1, k, k]."""
     row = torch.tensor(taps, dtype=torch.float32)
