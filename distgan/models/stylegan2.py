@@ -15,7 +15,6 @@ import itertools
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from distgan.models.stylegan2_ops import (
@@ -75,7 +74,7 @@ class MappingNetwork(nn.Module):
         if self.z_dim:
             parts.append(normalize_2nd_moment(at_least_fp32(z)))
         if self.num_classes:
-            one_hot = F.one_hot(labels.long(), self.num_classes).to(self.embed.weight.dtype)
+            one_hot = self._one_hot(labels, self.embed.weight.dtype)
             parts.append(normalize_2nd_moment(self.embed(one_hot)))
         x = torch.cat(parts, dim=1)
         for layer in self.layers:
@@ -87,12 +86,17 @@ class MappingNetwork(nn.Module):
             x = torch.lerp(centre.to(x.dtype), x, truncation)
         return x
 
+    def _one_hot(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Labels as one-hot rows (a comparison, not F.one_hot: no data-dependent check)."""
+        classes = torch.arange(self.num_classes, device=labels.device)
+        return (labels.long()[:, None] == classes).to(dtype)
+
     @torch.no_grad()
     def _track(self, w: torch.Tensor, labels: torch.Tensor | None) -> None:
         if not self.num_classes:
             self.w_avg.copy_(torch.lerp(w.mean(0, keepdim=True), self.w_avg, self.w_avg_beta))
             return
-        one_hot = F.one_hot(labels.long(), self.num_classes).to(w.dtype)  # [N, C]
+        one_hot = self._one_hot(labels, w.dtype)  # [N, C]
         counts = one_hot.sum(0)
         means = (one_hot.t() @ w) / counts.clamp(min=1)[:, None]
         updated = torch.lerp(means, self.w_avg, self.w_avg_beta)
