@@ -60,6 +60,7 @@ TINY = [
     "model.channel_max=8",
     "loss.r1_every=4",
     "loss.pl_every=2",
+    "loss.pl_weight=2",
     "loss.style_mixing=0.9",
     "aug.diffaug=translation",
     "train.batch_size=4",
