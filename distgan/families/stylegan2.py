@@ -55,6 +55,7 @@ class StyleGAN2Config(Section):
     mbstd_group: int = Field(4, ge=1, description="minibatch-stddev group (divides the batch)")
     mbstd_channels: int = Field(1, ge=0)
     conv_clamp: float | None = Field(256, gt=0, description="activation bound (fp16 safety)")
+    mapping_lr: float = Field(0.01, gt=0, description="lr multiplier of G's and D's mappings")
     conditional: bool = False
 
 
@@ -85,7 +86,9 @@ class StyleGAN2(AdversarialFamily):
 
     def networks_for_data(self) -> dict[str, nn.Module]:
         hp, data, classes = self.hp, self.data, self.num_classes
-        widths = dict(channel_base=hp.channel_base, channel_max=hp.channel_max)
+        widths = dict(
+            channel_base=hp.channel_base, channel_max=hp.channel_max, mapping_lr=hp.mapping_lr
+        )
         return {
             "G": StyleGAN2Generator(
                 hp.z_dim,

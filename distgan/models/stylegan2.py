@@ -276,6 +276,7 @@ class StyleGAN2Generator(nn.Module):
         channel_base: int = 32768,
         channel_max: int = 512,
         conv_clamp: float | None = 256,
+        mapping_lr: float = 0.01,
     ) -> None:
         super().__init__()
         self.z_dim, self.num_classes = z_dim, num_classes
@@ -283,7 +284,9 @@ class StyleGAN2Generator(nn.Module):
             w_dim, resolution, channels, channel_base, channel_max, conv_clamp
         )
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, num_classes, w_dim, map_layers)
+        self.mapping = MappingNetwork(
+            z_dim, num_classes, w_dim, map_layers, lr_multiplier=mapping_lr
+        )
 
     def ws(
         self,

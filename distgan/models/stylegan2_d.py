@@ -109,6 +109,7 @@ class StyleGAN2Discriminator(nn.Module):
         mbstd_channels: int = 1,
         map_layers: int = 8,
         conv_clamp: float | None = 256,
+        mapping_lr: float = 0.01,
     ) -> None:
         super().__init__()
         if architecture not in ARCHITECTURES:
@@ -130,7 +131,9 @@ class StyleGAN2Discriminator(nn.Module):
         )
         cmap_dim = width(4) if num_classes else 0
         self.mapping = (
-            MappingNetwork(0, num_classes, cmap_dim, map_layers, track_w_avg=False)
+            MappingNetwork(
+                0, num_classes, cmap_dim, map_layers, track_w_avg=False, lr_multiplier=mapping_lr
+            )
             if num_classes
             else None
         )
