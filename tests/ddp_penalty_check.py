@@ -178,7 +178,8 @@ def generator_case(accelerator) -> dict[str, float] | None:
 # too) and path length (G, with style mixing and noise inputs; pl_mean is run-wide, set here).
 # Minibatch-stddev groups of 1, so that no statistic spans the samples of one rank.
 SG2 = ["model.z_dim=8", "model.w_dim=8", "model.channel_base=64", "model.channel_max=8"]
-SG2 += ["model.map_layers=2", "model.d_map_layers=2", "model.mbstd_group=1"]
+SG2 += ["model.map_layers=2", "model.d_map_layers=2", "model.mbstd_group=1", "loss.pl_weight=2"]
+SG2 += ["loss.style_mixing=0.9"]
 
 
 def stylegan2_cases(accelerator) -> dict[str, dict]:
