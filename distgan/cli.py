@@ -192,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="EMA copies or trained weights (default: EMA where the family keeps it)",
     )
     p.add_argument("--shards", default=None, help="input images (families that translate data)")
+    p.add_argument(
+        "--truncation",
+        type=float,
+        default=None,
+        metavar="PSI",
+        help="truncation trick (StyleGAN2): w = lerp(w_avg, w, PSI); 1 = none, 0 = the average",
+    )
     p.add_argument("--out", required=True, help=".png grid or .npz uint8 arrays")
     p.set_defaults(func=handler("distgan.trained.sample", "sample_command"))
 

@@ -42,6 +42,8 @@ _RESNET = ["model.g_channels=[16,16,16,16]", "model.d_channels=[16,16,16,16]", "
 _COLORIZE = ["model.encoder=[8,8,8,8,8]", "model.decoder=[8,8,8,8]", "model.d_channels=[8,8,8,8]"]
 _VAE = ["model.encoder=[8,8,8]", "model.decoder=[8,8]", "model.z_dim=4"]
 _EIGEN = ["model.eps_dim=8", "model.width=0.125", "model.max_channels=16", "model.d_fc=16"]
+_SG2 = ["model.z_dim=8", "model.w_dim=8", "model.map_layers=2", "model.d_map_layers=2"]
+_SG2 += ["model.channel_base=128", "model.channel_max=8"]
 _EVAL = ["eval.n=8", "eval.batch_size=4"]  # evaluation once, at the end of the tiny runs
 TINY_RECIPES: dict[str, list[str]] = {
     "digits-wgangp": [
@@ -89,6 +91,10 @@ TINY_RECIPES: dict[str, list[str]] = {
     "celeba128-vae": ["data.shards={celeba}", "data.resolution=32", *_VAE],
     "digits-eigengan": [f"data.shards={SHARDS}", *_EIGEN],
     "celeba64-eigengan": ["data.shards={celeba}", "data.resolution=32", *_EIGEN],
+    "digits-stylegan2": [f"data.shards={SHARDS}", *_SG2],
+    "cifar10-stylegan2": ["data.shards={s32}", *_SG2],
+    "celeba64-stylegan2": ["data.shards={s64}", *_SG2],
+    "ffhq256-stylegan2": ["data.shards={celeba}", "data.resolution=32", *_SG2],
     "horse2zebra-cyclegan": [
         "data.shards={{A: {h2zA}, B: {h2zB}}}",
         "eval.shards={{A: {h2zA}, B: {h2zB}}}",

@@ -5,7 +5,8 @@ Each rank runs the shipped recipes' own D loss (families/_adversarial.py) throug
 wrapped by the engine's accelerator (DDP, gloo, static_graph off); rank 0 also runs it without
 DDP on both ranks' data concatenated. The random draws (z, ε) of a rank are the rows of the
 single process's draws that belong to its samples, so the two computations see the same numbers.
-One more case checks the generator's side: with n_critic = 1 the G phase back-propagates through
+StyleGAN2's R1 and path-length phases are checked the same way (``stylegan2_cases``). One more
+case checks the generator's side: with n_critic = 1 the G phase back-propagates through
 the D phase's fakes (``Phase.prepares``), and G's gradients must still be DDP's global average.
 
     ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 tests/ddp_penalty_check.py OUT.json
@@ -54,6 +55,8 @@ class SlicedContext(StepContext):
     def _draw(self, fn, shape: tuple[int, ...]) -> torch.Tensor:
         generator = torch.Generator().manual_seed(1000 + self.calls)
         self.calls += 1
+        if not shape:  # one value for the whole (global) batch
+            return fn(shape, generator=generator)
         n = shape[0]
         full = fn((n * self.world, *shape[1:]), generator=generator)
         return full[self.rank * n : (self.rank + 1) * n]
@@ -63,6 +66,9 @@ class SlicedContext(StepContext):
 
     def rand(self, *shape: int) -> torch.Tensor:
         return self._draw(torch.rand, shape)
+
+    def randint(self, high: int, *shape: int) -> torch.Tensor:
+        return self._draw(lambda size, **kw: torch.randint(high, size, **kw), shape)
 
 
 def critic_grads(recipe, D, G, batch, ctx) -> tuple[list[torch.Tensor], dict[str, float]]:
@@ -121,6 +127,7 @@ def main(out: str) -> None:
             }
         accelerator.wait_for_everyone()
     results["G through reused fakes"] = generator_case(accelerator)
+    results.update(stylegan2_cases(accelerator))
     if accelerator.is_main_process:
         with open(out, "w") as f:
             json.dump(results, f, indent=2)
@@ -165,6 +172,65 @@ def generator_case(accelerator) -> dict[str, float] | None:
         }
     accelerator.wait_for_everyone()
     return result
+
+
+# StyleGAN2's lazy penalties, each a phase of its own: R1 (D, conditional: the label projection
+# too) and path length (G, with style mixing and noise inputs; pl_mean is run-wide, set here).
+# Minibatch-stddev groups of 1, so that no statistic spans the samples of one rank.
+SG2 = ["model.z_dim=8", "model.w_dim=8", "model.channel_base=64", "model.channel_max=8"]
+SG2 += ["model.map_layers=2", "model.d_map_layers=2", "model.mbstd_group=1", "loss.pl_weight=2"]
+SG2 += ["loss.style_mixing=0.9"]
+
+
+def stylegan2_cases(accelerator) -> dict[str, dict]:
+    rank, world = accelerator.process_index, accelerator.num_processes
+    results = {}
+    for case, phase_name, net, conditional in (
+        ("stylegan2 R1", "D_r1", "D", True),
+        ("stylegan2 path length", "G_pl", "G", False),
+    ):
+        cfg = load_recipe("digits-stylegan2", [*SG2, f"model.conditional={conditional}"])
+        family = build_family(cfg, {"": DatasetInfo(32, 1, [str(i) for i in range(10)], 100)})
+        family.pl_mean = torch.tensor(0.3, dtype=torch.float64)
+        phase = next(p for p in family.phases if p.name == phase_name)
+        torch.manual_seed(0)
+        models = family.build_networks()
+        for name_, p in models[net].named_parameters():
+            if name_.endswith("noise_strength"):  # starts at 0: make the noise count
+                p.data.fill_(0.1)
+        ref = copy.deepcopy(models[net])
+        g = torch.Generator().manual_seed(7)
+        images = torch.rand(N * world, 1, 32, 32, generator=g) * 2 - 1
+        labels = torch.randint(10, (N * world,), generator=g)
+
+        def grads(module, batch, ctx, net=net, models=models, phase=phase):
+            module.zero_grad(set_to_none=True)
+            ctx.enter(16, None)
+            plain = getattr(module, "module", module)
+            loss, logs = phase.loss(Nets({**models, net: plain}, {net: module}), batch, ctx)
+            loss.backward()
+            return [p.grad.clone() for p in plain.parameters()], logs
+
+        wrapped = accelerator.prepare_model(models[net])
+        local = {
+            "image": images[rank * N : (rank + 1) * N],
+            "label": labels[rank * N : (rank + 1) * N],
+        }
+        ddp, _ = grads(wrapped, local, SlicedContext(rank, world))
+        if rank == 0:
+            single, logs = grads(ref, {"image": images, "label": labels}, SlicedContext(0, 1))
+            pairs = list(zip(ddp, single, strict=True))
+            results[case] = {
+                "parameters": len(pairs),
+                "max_relative_error": max(
+                    ((a - b).norm() / max(b.norm().item(), 1e-300)).item() for a, b in pairs
+                ),
+                "penalties": {
+                    k: v.item() for k, v in logs.items() if k in ("D/r1", "G/pl_penalty")
+                },
+            }
+        accelerator.wait_for_everyone()
+    return results
 
 
 if __name__ == "__main__":

@@ -80,6 +80,14 @@ FAMILY_RECIPES = {
         ["model.encoder=[8,8,8,8,8]", "model.decoder=[8,8,8,8]", "model.d_channels=[8,8,8,8]"],
         (32, 3, 0, False),
     ),
+    "digits-stylegan2": (
+        ["model.channel_base=128", "model.channel_max=8", "model.z_dim=8", "model.w_dim=8"],
+        (32, 1, 10, False),
+    ),
+    "celeba64-stylegan2": (
+        ["model.channel_base=128", "model.channel_max=8", "model.z_dim=8", "model.w_dim=8"],
+        (32, 3, 0, False),
+    ),
 }
 
 

@@ -235,7 +235,13 @@ def test_ddp_critic_gradients_with_penalty_equal_single_process(tmp_path: Path) 
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(out.read_text())
-    assert set(results) == {"wgangp", "sagan+gp+r1", "G through reused fakes"}
+    assert set(results) == {
+        "wgangp",
+        "sagan+gp+r1",
+        "G through reused fakes",
+        "stylegan2 R1",
+        "stylegan2 path length",
+    }
     for case, result in results.items():
         # float64: one process vs 2 ranks differ only by summation order.
         assert result["max_relative_error"] < 1e-12, (case, result)

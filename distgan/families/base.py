@@ -55,7 +55,8 @@ declares none.
 
 Families whose outputs come from a latent vector also describe their latent space, for
 ``distgan latent`` and ``distgan.load``: ``latent_dim`` and ``decode`` (then ``sample`` draws
-z ~ N(0, I) and decodes it), ``encode`` where they have an encoder (VAE), and ``latent_layers``
+z ~ N(0, I) and decodes it), ``decode_truncated`` where an average latent allows truncation,
+``encode`` where they have an encoder (VAE), and ``latent_layers``
 where groups of latent dimensions act on one layer each (EigenGAN).
 """
 
@@ -279,6 +280,15 @@ class Family(ABC):
         """Images in [-1, 1] from latent vectors ``z`` [N, latent_dim] (and class labels for
         conditional models)."""
         raise ConfigError(f"family '{self.facts.family}' has no latent space")
+
+    def decode_truncated(
+        self, nets: Nets, z: torch.Tensor, labels: torch.Tensor | None, truncation: float
+    ) -> torch.Tensor:
+        """``decode`` with the truncation trick: the intermediate latent pulled towards its
+        average, w = lerp(w_avg, w, ``truncation``), for families that keep one (StyleGAN2)."""
+        raise ConfigError(
+            f"family '{self.facts.family}' has no truncation (no average latent to pull towards)"
+        )
 
     def encode(self, nets: Nets, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(μ, log σ²) of q(z | x) for images in [-1, 1], for families with an encoder."""

@@ -105,10 +105,14 @@ class Model:
         self._needs_latent()
         return torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed))
 
-    def sample(self, n: int, labels: Labels = None, seed: int = 0) -> torch.Tensor:
+    def sample(
+        self, n: int, labels: Labels = None, seed: int = 0, truncation: float | None = None
+    ) -> torch.Tensor:
         """``n`` new images; ``labels`` (one class or one per image) for conditional models,
-        by default 0, 1, 2, … in turn (as ``distgan sample``)."""
-        return torch.cat([_to_unit(part) for part in self.outputs(n, seed, labels)])
+        by default 0, 1, 2, … in turn (as ``distgan sample``); ``truncation`` ψ: the truncation
+        trick where the family has one (StyleGAN2: w = lerp(w_avg, w, ψ))."""
+        parts = self.outputs(n, seed, labels, truncation=truncation)
+        return torch.cat([_to_unit(part) for part in parts])
 
     def outputs(
         self,
@@ -117,6 +121,7 @@ class Model:
         labels: Labels = None,
         inputs: Batch | None = None,
         chunk: int = 256,
+        truncation: float | None = None,
     ) -> Iterator[torch.Tensor]:
         """The one sampling path: ``n`` outputs in [-1, 1] (float, CPU), ``chunk`` at a time
         (20,000 samples of 64 px are 1 GB of floats): ``latents(n, seed)`` decoded with
@@ -127,8 +132,10 @@ class Model:
             z, labels = self.latents(n, seed), self._labels(labels, n)
             for start in range(0, n, chunk):
                 part = None if labels is None else labels[start : start + chunk]
-                yield self.decode_signed(z[start : start + chunk], part)
+                yield self.decode_signed(z[start : start + chunk], part, truncation)
             return
+        if truncation is not None:
+            raise ConfigError(f"--truncation: family '{self.cfg.family}' has no latent space")
         if inputs is None and "sample_batch" in self.family.needs:
             self._needs_latent()
         generator = torch.Generator(self.device).manual_seed(seed)
@@ -138,19 +145,26 @@ class Model:
                 images = self.family.sample(self.nets, min(chunk, n - start), generator, part)
             yield images.float().cpu()
 
-    def decode(self, z: torch.Tensor, labels: Labels = None) -> torch.Tensor:
-        """Images from latent vectors z [N, latent_dim]."""
-        return _to_unit(self.decode_signed(z, self._labels(labels, len(z))))
+    def decode(
+        self, z: torch.Tensor, labels: Labels = None, truncation: float | None = None
+    ) -> torch.Tensor:
+        """Images from latent vectors z [N, latent_dim] (``truncation``: see ``sample``)."""
+        return _to_unit(self.decode_signed(z, self._labels(labels, len(z)), truncation))
 
     @torch.no_grad()
-    def decode_signed(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def decode_signed(
+        self, z: torch.Tensor, labels: torch.Tensor | None, truncation: float | None = None
+    ) -> torch.Tensor:
         """The networks' outputs in [-1, 1] (CPU float) for z and checked labels."""
         self._needs_latent()
         z = torch.as_tensor(z, dtype=torch.float32)
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ConfigError(f"z must be N × {self.latent_dim}, not {tuple(z.shape)}")
         labels = None if labels is None else labels.to(self.device)
-        return self.family.decode(self.nets, z.to(self.device), labels).float().cpu()
+        z = z.to(self.device)
+        if truncation is None:
+            return self.family.decode(self.nets, z, labels).float().cpu()
+        return self.family.decode_truncated(self.nets, z, labels, truncation).float().cpu()
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, log_var: bool = False):

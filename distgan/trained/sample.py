@@ -61,7 +61,8 @@ def check_sample_fits(model: Model, n: int, out: Path) -> None:
 
 
 def sample_command(args: argparse.Namespace) -> int:
-    """``distgan sample --ckpt C [--n N] [--label K] [--seed S] [--weights W] --out F``."""
+    """``distgan sample --ckpt C [--n N] [--label K] [--seed S] [--weights W]
+    [--truncation PSI] --out F``."""
     import numpy as np
     from torchvision.utils import save_image
 
@@ -71,7 +72,7 @@ def sample_command(args: argparse.Namespace) -> int:
     model = load(args.ckpt, weights=args.weights)
     check_sample_fits(model, args.n, out)
     inputs, labels = conditioning(model, args.n, args.label, args.shards)
-    parts = model.outputs(args.n, args.seed, labels, inputs)
+    parts = model.outputs(args.n, args.seed, labels, inputs, truncation=args.truncation)
     images = torch.cat([to_uint8(part) for part in parts])  # (uint8 chunk by chunk: 4× less)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":
