@@ -343,3 +343,41 @@ def no_leftover_processes():
             names.append(" ".join(proc.cmdline()[:6]) or proc.name())
             proc.kill()
     assert not left, f"the test left {len(left)} processes running: {names}"
+
+
+def multinode_cmd(machine_rank: int, port: int, *args: str, processes: int = 2) -> list[str]:
+    """``accelerate launch`` of one of two loopback "nodes" (launch/multinode.yaml); ``processes``
+    counts both nodes' processes."""
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    return [accelerate, "launch", "--config_file", str(ROOT / "launch" / "multinode.yaml"),
+            "--num_machines", "2", "--machine_rank", str(machine_rank),
+            "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+            "--num_processes", str(processes), "-m", "distgan", *args]  # fmt: skip
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_nodes(*args: str, processes: int = 2, timeout: float = 300) -> str:
+    """Two loopback "nodes" started together and waited for; both must exit 0. Returns node 0's
+    output (stdout and stderr)."""
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            multinode_cmd(rank, port, *args, processes=processes),
+            cwd=ROOT,
+            env=env_for_tests(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    return outputs[0]

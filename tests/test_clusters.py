@@ -19,8 +19,11 @@ from conftest import (
     assert_bit_identical,
     env_for_tests,
     final_weights,
+    free_port,
     launch_cmd,
+    multinode_cmd,
     run,
+    run_nodes,
 )
 
 STEPS, EVERY = 60, 10
@@ -40,37 +43,6 @@ def train_args(run_dir: Path, *extra: str, model: list[str] = TINY_DCGAN) -> lis
     ]
 
 
-def multinode_cmd(machine_rank: int, port: int, *args: str) -> list[str]:
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    return [
-        accelerate,
-        "launch",
-        "--config_file",
-        str(ROOT / "launch" / "multinode.yaml"),
-        "--num_machines",
-        "2",
-        "--machine_rank",
-        str(machine_rank),
-        "--main_process_ip",
-        "127.0.0.1",
-        "--main_process_port",
-        str(port),
-        "--num_processes",
-        "2",
-        "-m",
-        "distgan",
-        *args,
-    ]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted 2-process run on one node that the multi-node and Slurm runs must
@@ -83,23 +55,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_two_nodes_over_loopback_equal_one_node(reference: Path, tmp_path: Path) -> None:
     two_nodes = tmp_path / "two"
-    port = free_port()
-    procs = [
-        subprocess.Popen(
-            multinode_cmd(
-                r, port, "train", "digits-cdcgan", *train_args(two_nodes, "train.steps=20")
-            ),
-            cwd=ROOT,
-            env=env_for_tests(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in (0, 1)
-    ]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    assert "parameters identical on all 2 ranks" in outputs[0]
+    out = run_nodes("train", "digits-cdcgan", *train_args(two_nodes, "train.steps=20"))
+    assert "parameters identical on all 2 ranks" in out
     assert_bit_identical(final_weights(reference, 20), final_weights(two_nodes, 20))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,10 +21,10 @@ from conftest import (
     ROOT,
     STEPS,
     assert_bit_identical,
-    env_for_tests,
     final_weights,
     run,
     run_and_kill_after,
+    run_nodes,
     tiny_recipe,
 )
 
@@ -65,23 +64,6 @@ def launch(processes: int, *args: str) -> list[str]:
     config = str(ROOT / "launch" / "cpu-2proc.yaml")
     return [accelerate, "launch", "--config_file", config, "--num_processes", str(processes),
             "-m", "distgan", "train", "cifar10-dcgan", *args]  # fmt: skip
-
-
-def node(rank: int, port: int, *args: str) -> list[str]:
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    config = str(ROOT / "launch" / "multinode.yaml")
-    return [accelerate, "launch", "--config_file", config, "--num_machines", "2",
-            "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
-            "--main_process_port", str(port), "--num_processes", "4",
-            "-m", "distgan", "train", "cifar10-dcgan", *args]  # fmt: skip
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def key_counts(folder: Path, batches: int | None = None) -> collections.Counter:
@@ -124,21 +106,11 @@ def test_4_processes_resume_exactly_after_sigkill_and_equal_2_nodes_of_2(
     resumed = tmp_path / "resumed"
     resume = f"resume={four / 'checkpoints' / 'step-00000005.pt'}"
     run(launch(4, *args, "train.steps=8", resume, f"run.dir={resumed}"))
-    port, nodes = free_port(), tmp_path / "nodes"
-    procs = [
-        subprocess.Popen(
-            node(r, port, *args, "train.steps=8", f"run.dir={nodes}"),
-            cwd=ROOT,
-            env=env_for_tests(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in (0, 1)
-    ]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    assert "parameters identical on all 4 ranks" in outputs[0]
+    nodes = tmp_path / "nodes"
+    out = run_nodes(
+        "train", "cifar10-dcgan", *args, "train.steps=8", f"run.dir={nodes}", processes=4
+    )
+    assert "parameters identical on all 4 ranks" in out
     assert_bit_identical(final_weights(nodes, 8), final_weights(resumed, 8))
 
 
