@@ -65,6 +65,15 @@ def _autocast_off(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
+def loss_scale(scaler: torch.amp.GradScaler) -> torch.Tensor | float:
+    """The scaler's current loss scale without a host sync: its device tensor (``get_scale()``
+    would copy it to the host, stalling a GPU once per call), or the initial scale as a float
+    before the first ``scale()`` created the tensor. ``_get_scale_async`` is private but is what
+    ``get_scale`` itself reads (torch 1.6 to 2.14)."""
+    scale = scaler._get_scale_async()
+    return scaler.get_scale() if scale is None else scale
+
+
 def input_gradients(
     outputs: torch.Tensor, inputs: torch.Tensor, scaler: torch.amp.GradScaler | None = None
 ) -> torch.Tensor:
@@ -76,8 +85,8 @@ def input_gradients(
     """
     n = outputs.shape[0]
     if scaler is not None and scaler.is_enabled():
-        scale = scaler.get_scale() / n
-        upstream = torch.full_like(outputs, scale)
+        scale = loss_scale(scaler) / n
+        upstream = torch.ones_like(outputs) * scale
         with input_gradient_pass():
             (grad,) = torch.autograd.grad(outputs, inputs, upstream, create_graph=True)
         return _at_least_fp32(grad) * (1.0 / scale)

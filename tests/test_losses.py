@@ -214,12 +214,12 @@ def test_fp16_overflow_is_skipped_and_counted() -> None:
     before = [p.detach().clone() for p in model.parameters()]
     loss = model(torch.ones(2, 3)).sum() * torch.tensor(float("inf"))
     precision.backward(loss, "D")
-    assert precision.step([optimizer], "D") is False
+    assert not precision.step([optimizer], "D")  # a device flag: no host sync in the step
     assert precision.skipped_steps == 1 and precision.scalers["D"].get_scale() == 512.0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     optimizer.zero_grad()
     precision.backward(model(torch.ones(2, 3)).sum(), "D")
-    assert precision.step([optimizer], "D") is True and precision.skipped_steps == 1
+    assert precision.step([optimizer], "D") and precision.skipped_steps == 1
 
 
 # --------------------------------------------------------------------------- 3. DDP

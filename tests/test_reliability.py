@@ -103,13 +103,20 @@ def test_fp16_steps_skipped_in_a_row_stop_the_run() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     precision = Precision("no", torch.device("cpu"), ["D"], max_skipped_in_a_row=3)
     precision.scalers["D"] = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    for attempt in range(3):
+    def step(gradient_scale: float) -> torch.Tensor | None:
         optimizer.zero_grad()
-        precision.backward(model(torch.ones(2, 3)).sum() * float("inf"), "D")
-        if attempt < 2:
-            assert precision.step([optimizer], "D") is False
-    with pytest.raises(TrainingDiverged, match="the last 3 optimizer steps were all skipped"):
-        precision.step([optimizer], "D")
+        precision.backward(model(torch.ones(2, 3)).sum() * gradient_scale, "D")
+        return precision.step([optimizer], "D")
+
+    for _ in range(2):
+        assert not step(float("inf"))
+    precision.check()  # 2 in a row: goes on
+    for _ in range(3):
+        assert not step(float("inf"))
+    assert step(1.0)  # a good step after 3 skipped in a row, before the check (at the next log)
+    with pytest.raises(TrainingDiverged, match="5 optimizer steps in a row were skipped"):
+        precision.check()
+    precision.check()  # counted again from the check
 
 
 @pytest.mark.slow

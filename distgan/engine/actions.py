@@ -34,25 +34,33 @@ class LogScalars:
     def __init__(self, reporter: RunLogger) -> None:
         self.reporter = reporter
         self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, torch.Tensor | float] = {}
 
     def after_step(self, run: Run, logged: dict[str, torch.Tensor]) -> None:
+        masked = run.precision.mode == "fp16"  # a skipped step's losses arrive as NaN (step.py)
         for key, value in logged.items():
-            self.sums[key] = self.sums.get(key, 0) + value.float()
-            self.counts[key] = self.counts.get(key, 0) + 1  # phases may run every k-th step
+            value = value.float()
+            count = torch.isfinite(value).float() if masked else 1.0  # no host sync
+            if masked:
+                value = torch.where(count > 0, value, 0.0)
+            self.sums[key] = self.sums.get(key, 0) + value
+            self.counts[key] = self.counts.get(key, 0) + count  # phases may run every k-th step
         if not due(run.step, run.cfg.log.every, run.cfg.train.steps):
             self.reporter.advance(run.step)
             return
-        names = sorted(self.sums)  # (empty only if fp16 skipped every step of the interval)
-        means = [self.sums[n] / self.counts[n] for n in names]
-        means = run.accelerator.reduce(
-            torch.stack(means or [torch.zeros((), device=run.device)]), "mean"
-        )
-        values = dict(zip(names, means.tolist(), strict=False))
+        run.precision.check()
+        names = sorted(self.sums)  # the same on every rank
+        values: dict[str, float] = {}
+        if names:  # means over the interval, then over the ranks (fp16 skips are run-wide)
+            device = run.device
+            counts = torch.stack([torch.as_tensor(self.counts[n], device=device) for n in names])
+            sums = torch.stack([self.sums[n] for n in names])
+            means = run.accelerator.reduce(sums / counts.clamp(min=1), "mean").tolist()
+            values = {n: m for n, m, c in zip(names, means, counts.tolist(), strict=True) if c}
         bad = torch.tensor(float(run.data.bad_samples if run.data else 0), device=run.device)
         values["data/bad_samples"] = run.accelerator.reduce(bad, "sum").item()  # all ranks
         if run.precision.mode == "fp16":
-            values["amp/skipped_steps"] = float(run.precision.skipped_steps)
+            values["amp/skipped_steps"] = float(run.precision.skipped_steps)  # (synced above)
         if not all(math.isfinite(v) for v in values.values()):
             raise TrainingDiverged(
                 f"non-finite loss at step {run.step}: {values}; lower the learning rates or "

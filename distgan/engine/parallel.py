@@ -135,8 +135,8 @@ class DDPStrategy:
         del last  # DDP's all-reduce happens in the backward outside ``no_sync``
         self.precision.backward(loss / micro_batches if micro_batches > 1 else loss, phase.name)
 
-    def step(self, phase: Phase) -> bool:
-        """False when the fp16 grad scaler skipped the step."""
+    def step(self, phase: Phase) -> torch.Tensor | None:
+        """Under fp16, a device flag that is False where the grad scaler skipped the step."""
         return self.precision.step([self.optimizers[n] for n in phase.trains], phase.name)
 
     def state_dict(self) -> dict[str, Any]:
@@ -239,9 +239,9 @@ class DeepSpeedStrategy:
         del micro_batches, last
         self.engines[phase.trains[0]].backward(loss)
 
-    def step(self, phase: Phase) -> bool:
+    def step(self, phase: Phase) -> torch.Tensor | None:
         self.engines[phase.trains[0]].step()
-        return True
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """This rank's partition: the base optimizer's state and the fp32 master weights (plain

@@ -29,6 +29,7 @@ from accelerate.utils import InitProcessGroupKwargs
 from distgan.config import Config
 from distgan.engine.ddp_options import ddp_kwargs
 from distgan.errors import ConfigError, LaunchError, TrainingDiverged
+from distgan.penalties import loss_scale
 
 log = logging.getLogger("distgan")
 
@@ -288,8 +289,11 @@ class Precision:
         self.scalers = {
             name: torch.amp.GradScaler(device.type, enabled=use_scaler) for name in phase_names
         }
-        self.skipped_steps = 0  # optimizer steps skipped by the fp16 scalers since start-up
-        self.skipped_in_a_row = 0
+        # optimizer steps skipped by the fp16 scalers since start-up, and in a row: device
+        # tensors, read on the host only when logged (``check``)
+        self.skipped_steps = torch.zeros((), dtype=torch.int64, device=device)
+        self.skipped_in_a_row = torch.zeros((), dtype=torch.int64, device=device)
+        self.longest_in_a_row = torch.zeros((), dtype=torch.int64, device=device)  # since ``check``
         self.max_skipped_in_a_row = max_skipped_in_a_row
 
     @contextlib.contextmanager
@@ -303,31 +307,41 @@ class Precision:
     def backward(self, loss: torch.Tensor, phase: str) -> None:
         self.scalers[phase].scale(loss).backward()
 
-    def step(self, optimizers: list[torch.optim.Optimizer], phase: str) -> bool:
-        """One step of each optimizer; False if the scaler skipped them (inf/NaN gradients under
-        fp16). The scaler lowers its scale exactly when it found inf/NaN; skips are counted in
-        ``skipped_steps`` (logged as ``amp/skipped_steps``). A run whose steps are all skipped
-        ``max_skipped_in_a_row`` times in a row has diverged: it stops, rather than going on
-        without learning (and with no loss to log)."""
+    def step(self, optimizers: list[torch.optim.Optimizer], phase: str) -> torch.Tensor | None:
+        """One step of each optimizer. Under fp16, a device flag: False where the scaler skipped
+        them (inf/NaN gradients), found without a host sync: the scaler lowers its scale exactly
+        when it found inf/NaN. Skips are counted (``skipped_steps``, logged as
+        ``amp/skipped_steps``); ``check`` stops a diverged run. None without a scaler."""
         scaler = self.scalers[phase]
         if not scaler.is_enabled():
             for optimizer in optimizers:
                 optimizer.step()
-            return True
-        before = scaler.get_scale()
+            return None
+        before = torch.as_tensor(loss_scale(scaler), device=self.device).clone()
         for optimizer in optimizers:
             scaler.step(optimizer)
         scaler.update()
-        applied = scaler.get_scale() >= before
-        self.skipped_steps += not applied
-        self.skipped_in_a_row = 0 if applied else self.skipped_in_a_row + 1
-        if self.skipped_in_a_row >= self.max_skipped_in_a_row:
+        skipped = loss_scale(scaler) < before
+        self.skipped_steps += skipped
+        self.skipped_in_a_row = (self.skipped_in_a_row + 1) * skipped
+        self.longest_in_a_row = torch.maximum(self.longest_in_a_row, self.skipped_in_a_row)
+        return ~skipped
+
+    def check(self) -> None:
+        """Called when the losses are logged (a host sync then anyway): a run whose optimizer
+        steps were all skipped ``max_skipped_in_a_row`` times in a row has diverged; it stops,
+        rather than going on without learning (and with no loss to log)."""
+        if not any(scaler.is_enabled() for scaler in self.scalers.values()):
+            return
+        in_a_row = int(self.longest_in_a_row)
+        self.longest_in_a_row.zero_()
+        if in_a_row >= self.max_skipped_in_a_row:
+            scale = ", ".join(f"{n} {s.get_scale():.3g}" for n, s in self.scalers.items())
             raise TrainingDiverged(
-                f"fp16: the last {self.skipped_in_a_row} optimizer steps were all skipped for "
-                f"inf/NaN gradients (loss scale now {scaler.get_scale():.3g}); lower the learning "
-                "rates, use train.precision=bf16, or resume from an earlier checkpoint"
+                f"fp16: {in_a_row} optimizer steps in a row were skipped for inf/NaN "
+                f"gradients (loss scales now {scale}); lower the learning rates, use "
+                "train.precision=bf16, or resume from an earlier checkpoint"
             )
-        return applied
 
 
 @dataclass(frozen=True)

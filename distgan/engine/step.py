@@ -43,11 +43,11 @@ def train_step(run: Run, batches: list[Batch]) -> dict[str, torch.Tensor]:
                 sums[key] = sums[key] + value.detach() if key in sums else value.detach()
         run.ctx.leave()
         run.set_learning_rates(phase)
-        if not run.strategy.step(phase):
-            continue  # fp16 skipped it (inf/NaN gradients): counted, its losses not logged
-        logged.update(
-            sums if micro_batches == 1 else {k: v / micro_batches for k, v in sums.items()}
-        )
+        applied = run.strategy.step(phase)  # None, or under fp16 a device flag (no host sync)
+        values = sums if micro_batches == 1 else {k: v / micro_batches for k, v in sums.items()}
+        if applied is not None:  # fp16 skipped it (inf/NaN gradients): counted, losses not logged
+            values = {k: torch.where(applied, v, torch.nan) for k, v in values.items()}
+        logged.update(values)
     return logged
 
 
