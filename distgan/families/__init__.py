@@ -93,6 +93,7 @@ def build_family(cfg, data: dict) -> Family:
         steps=cfg.train.steps,
         samples_per_class=cfg.log.samples_per_class,
         lab=cfg.data.lab,
+        batch_size=cfg.train.batch_size,
     )
     return family(FamilySections(model=cfg.model, loss=cfg.loss), facts, data)
 

@@ -219,6 +219,7 @@ class RunFacts:
     steps: int  # train.steps (schedules that anneal over the run)
     samples_per_class: int  # log.samples_per_class (the preview grid's columns)
     lab: bool = False  # data.lab: images in CIE L*a*b*
+    batch_size: int = 0  # train.batch_size: a process's (micro-)batch (0: not training)
 
 
 class Family(ABC):
