@@ -49,6 +49,17 @@ def test_parameter_counts_equal_the_reference(config: str) -> None:
     assert counts == REFERENCE_COUNTS[config]
 
 
+def test_a_minibatch_stddev_group_that_does_not_divide_the_batch_is_one_line() -> None:
+    from distgan.errors import ConfigError
+
+    info = DatasetInfo(32, 1, [str(i) for i in range(10)], 100)
+    family = build_family(load_recipe("digits-stylegan2", ["train.batch_size=6"]), {"": info})
+    with pytest.raises(ConfigError, match=r"model.mbstd_group=4 does not divide train.batch_s"):
+        family.build_networks()
+    for fits in ("train.batch_size=8", "train.batch_size=2", "model.mbstd_group=3"):
+        build_family(load_recipe("digits-stylegan2", ["train.batch_size=6", fits]), {"": info})
+
+
 STEPS, EVERY = 6, 3
 TINY = [
     f"data.shards={SHARDS}",

@@ -86,6 +86,13 @@ class StyleGAN2(AdversarialFamily):
 
     def networks_for_data(self) -> dict[str, nn.Module]:
         hp, data, classes = self.hp, self.data, self.num_classes
+        batch, group = self.facts.batch_size, hp.mbstd_group
+        if hp.mbstd_channels and batch > group and batch % group:
+            raise ValueError(  # (one line, through build_networks)
+                f"model.mbstd_group={group} does not divide train.batch_size={batch} (D's "
+                "minibatch-stddev groups): pick a batch size that is a multiple of it, or a "
+                "divisor of the batch as model.mbstd_group"
+            )
         widths = dict(
             channel_base=hp.channel_base, channel_max=hp.channel_max, mapping_lr=hp.mapping_lr
         )
