@@ -11,6 +11,8 @@ The distance to the target differs from the reference's (LPIPS with a VGG16 it d
   activations of the run's own discriminator, block by block — each position's feature vector
   normalised to unit length (as LPIPS normalises), the squared differences summed over channels,
   averaged over positions and over blocks;
+* both compare the synthesis as it will be written: clamped to the target's black or white where
+  the target is black or white (:func:`as_written`), else left free;
 * ``--lpips FILE``: LPIPS-VGG (the ``lpips`` package's linear layers, ``lpips`` alone as the
   reference) on torchvision's VGG16 weights from a local ``vgg16-397923af.pth`` whose sha256 is
   checked first; nothing is fetched.
@@ -167,16 +169,27 @@ def discriminator_features(D: nn.Module, images: torch.Tensor) -> list[torch.Ten
     return features
 
 
+def as_written(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``image`` clamped where the target is black (−1) or white (1), to that bound: written
+    files clamp to [−1, 1], so beyond the bound is as good as at it. A generator's background
+    often lies far below −1; without this the distance pulls it up to −1 and away from the
+    target's own w. Elsewhere the image is left as it is (its gradient intact)."""
+    image = torch.where(target <= -1, image.clamp(min=-1), image)
+    return torch.where(target >= 1, image.clamp(max=1), image)
+
+
 def pixel_and_discriminator(D: nn.Module, target: torch.Tensor) -> Distance:
     """The default distance: MSE in [-1, 1] plus the mean over D's blocks of the squared
-    distance of unit-normalised feature vectors, averaged over positions."""
+    distance of unit-normalised feature vectors, averaged over positions (both on
+    :func:`as_written`)."""
     with torch.no_grad():
         wanted = [_unit(f) for f in discriminator_features(D, target)]
 
     def distance(image: torch.Tensor) -> torch.Tensor:
+        image = as_written(image.float(), target)
         got = [_unit(f) for f in discriminator_features(D, image)]
         features = sum((a - b).square().sum(1).mean() for a, b in zip(got, wanted, strict=True))
-        return F.mse_loss(image.float(), target) + features / len(wanted)
+        return F.mse_loss(image, target) + features / len(wanted)
 
     return distance
 
@@ -225,8 +238,8 @@ def lpips_vgg(path: str, device: torch.device) -> nn.Module:
 
 
 def lpips_distance(net: nn.Module, target: torch.Tensor) -> Distance:
-    """LPIPS to ``target`` (gray repeated to RGB; above 256 px both are area-resized to 256, as
-    the reference does for its VGG)."""
+    """LPIPS to ``target`` (of :func:`as_written`; gray repeated to RGB; above 256 px both are
+    area-resized to 256, as the reference does for its VGG)."""
 
     def prepare(images: torch.Tensor) -> torch.Tensor:
         images = images.float().expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
@@ -235,4 +248,4 @@ def lpips_distance(net: nn.Module, target: torch.Tensor) -> Distance:
         return images
 
     wanted = prepare(target)
-    return lambda image: net(prepare(image), wanted).sum()
+    return lambda image: net(prepare(as_written(image.float(), target)), wanted).sum()
