@@ -239,10 +239,13 @@ def add_parsers(tools) -> None:
         "project",
         help="StyleGAN2: find the w of each image (stylegan2-ada-pytorch's projector)",
         description="Optimise one w (all layers) and the noise maps per image, from the mean w "
-        "(the reference's schedule). Loss: pixel MSE plus the distance between the run's own "
-        "discriminator's block activations (unit-normalised per position); with --lpips: "
-        "LPIPS-VGG only, as the reference. Writes OUT/<stem>.png and OUT/<stem>.npz (w "
-        "[1, num_ws, w_dim], the noise maps noise0…, label: the class started from, -1 all).",
+        "(the reference's schedule). Images are centre-cropped to a square and resized "
+        "(Lanczos) to the model's resolution and channels. Loss: pixel MSE plus the distance "
+        "between the run's own discriminator's block activations (unit-normalised per "
+        "position), nothing downloaded; with --lpips: LPIPS-VGG only, as the reference. Both "
+        "compare the synthesis clamped to black/white where the target is black/white. Writes "
+        "OUT/<stem>.png and OUT/<stem>.npz (w [1, num_ws, w_dim]; noise0…: the noise maps; "
+        "label: the class started from, -1: all, conditional models).",
     )
     common(t)
     t.add_argument("images", nargs="+", metavar="IMG", help="image files of any size and mode")
