@@ -140,7 +140,7 @@ def read_target(path: Path, channels: int, resolution: int) -> torch.Tensor:
 
     try:
         pixels = read_pixels(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise ConfigError(f"{path}: not a readable image ({err})") from None
     if pixels.dtype != np.uint8:  # 16/32-bit gray in [0, 1]
         pixels = (pixels * 255).round().astype(np.uint8)
@@ -178,6 +178,11 @@ def cmd_project(args: argparse.Namespace) -> int:
     model = load(args.ckpt, args.device, args.weights)
     G = generator(model)
     label = _label(model, args.label, default=None)
+    if distance_file is None and "D" not in model.networks:
+        raise ConfigError(
+            f"--ckpt {args.ckpt} holds no discriminator, which the default loss uses: give the "
+            "run's checkpoint, or --lpips VGG16_FILE"
+        )
     data = model.family.data
     targets = [read_target(Path(p), data.channels, data.resolution) for p in args.images]
     lpips_net = projection.lpips_vgg(str(distance_file), model.device) if distance_file else None
@@ -193,11 +198,11 @@ def cmd_project(args: argparse.Namespace) -> int:
         unit = (result.image.clamp(-1, 1).cpu() + 1) / 2
         pixels = (unit[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
         write_png(pixels[..., 0] if pixels.shape[2] == 1 else pixels, png)
-        noise = {f"noise{i}": n[0, 0].cpu().numpy() for i, n in enumerate(result.noise)}
-        ws = result.w.unsqueeze(1).expand(-1, G.num_ws, -1).cpu().numpy()
+        saved = {f"noise{i}": n[0, 0].cpu().numpy() for i, n in enumerate(result.noise)}
+        saved["w"] = result.w.unsqueeze(1).expand(-1, G.num_ws, -1).cpu().numpy()
         if model.num_classes:  # the class started from (-1: the mean over all classes)
-            noise["label"] = np.asarray(-1 if label is None else label)
-        save_npz(npz, w=ws, **noise)
+            saved["label"] = np.asarray(-1 if label is None else label)
+        save_npz(npz, **saved)
         psnr = _psnr(unit, (target.cpu() + 1) / 2)
         print(f"distgan: {source} → {png} ({psnr:.1f} dB)", file=sys.stderr)
     return 0
