@@ -1,4 +1,5 @@
-"""``distgan latent interpolate|attribute|arithmetic|traverse|histogram|tsne``: PNG figures
+"""``distgan latent interpolate|attribute|arithmetic|traverse|histogram|tsne`` (and StyleGAN2's
+``mix|project``, distgan/trained/latent/styles.py): PNG figures
 (and .npz arrays) from a checkpoint or a run folder, built on the Python API
 (distgan/trained/model.py); real images are read in the evaluation protocol's held-out order
 (distgan/evaluation/protocol.py). With ``--wandb`` each figure is also logged to the run's W&B
@@ -15,7 +16,7 @@ import torch
 
 from distgan.errors import ConfigError
 from distgan.evaluation import protocol
-from distgan.trained.latent import figures, space
+from distgan.trained.latent import figures, space, styles
 from distgan.trained.model import Model, load
 from distgan.trained.outputs import check_fits, check_out, save_npz
 
@@ -90,6 +91,8 @@ def add_parser(sub) -> None:
     shards(t, 1000)
     t.add_argument("--attr", default=None, help="colour by this attribute (default: label)")
     t.add_argument("--perplexity", type=float, default=30.0)
+
+    styles.add_parsers(tools)  # StyleGAN2: mix, project
 
 
 def _model(args: argparse.Namespace) -> Model:
