@@ -103,6 +103,7 @@ def test_fp16_steps_skipped_in_a_row_stop_the_run() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     precision = Precision("no", torch.device("cpu"), ["D"], max_skipped_in_a_row=3)
     precision.scalers["D"] = torch.amp.GradScaler("cpu", init_scale=1024.0)
+
     def step(gradient_scale: float) -> torch.Tensor | None:
         optimizer.zero_grad()
         precision.backward(model(torch.ones(2, 3)).sum() * gradient_scale, "D")
