@@ -92,6 +92,16 @@ def cases(shards: dict[str, Path], runs: Path, gpus: int) -> dict[str, list[str]
         "eval", "--ckpt", str(digits), "--metrics", "fid,kid,pr", "--extractor", "random",
         "--n", "64",
     )  # fmt: skip
+    stylegan2 = str(runs / "digits-stylegan2-bf16")  # the latent tools of issue 24 on the GPU
+    mix = str(runs / "mix.png")
+    out["distgan latent mix"] = distgan_cmd(
+        "latent", "mix", "--ckpt", stylegan2, "--rows", "0-2", "--cols", "3-5", "--out", mix,
+        "--device", "cuda",
+    )  # fmt: skip
+    out["distgan latent project"] = distgan_cmd(
+        "latent", "project", "--ckpt", stylegan2, mix, "--out", str(runs / "projected"),
+        "--steps", "20", "--device", "cuda",
+    )  # fmt: skip
     cyclegan = runs / "horse2zebra-cyclegan-fp16"
     resume = [*recipe_args("horse2zebra-cyclegan", shards, cyclegan), *STEPS]
     out["horse2zebra-cyclegan fp16 resumed"] = distgan_cmd(
