@@ -40,20 +40,69 @@ def _depthwise(x: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
     return filt.to(x.dtype).expand(x.shape[1], 1, *filt.shape[-2:])
 
 
+class _FixedConv(torch.autograd.Function):
+    """A convolution by a constant filter, y = Aₓ (``aten.convolution``), whose derivative is
+    its transpose and the transpose's is A again, so it can be differentiated any number of
+    times (R1 and path length back-propagate through ∇). PyTorch's own double backward of a
+    grouped convolution computes the filter's gradient, needed or not, one group at a time: a
+    convolution per channel of every resampling (1,846 small convolutions in one path-length
+    step of celeba64-stylegan2, most of its time in bf16)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, args: tuple) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        ctx.args, ctx.x_shape = args, x.shape
+        return torch.ops.aten.convolution(x, weight, None, *args)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple:
+        (weight,) = ctx.saved_tensors
+        return _FixedConvTranspose.apply(grad, weight, ctx.args, ctx.x_shape), None, None
+
+
+class _FixedConvTranspose(torch.autograd.Function):
+    """The transpose of :class:`_FixedConv`: g ↦ Aᵀg (a convolution's input gradient)."""
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, weight: torch.Tensor, args: tuple, x_shape) -> tuple:
+        ctx.save_for_backward(weight)
+        ctx.args = args
+        weight = weight.to(grad.dtype)  # the forward may have run under autocast
+        x_like = grad.new_zeros(()).expand(x_shape)  # (only its shape is read)
+        mask = [True, False, False]
+        return torch.ops.aten.convolution_backward(grad, x_like, weight, None, *args, mask)[0]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple:
+        (weight,) = ctx.saved_tensors
+        return _FixedConv.apply(grad, weight.to(grad.dtype), ctx.args), None, None, None
+
+
+def fixed_conv(
+    x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0, up: bool = False
+) -> torch.Tensor:
+    """A depthwise convolution (transposed with ``up``) by a constant ``weight`` [C, 1, k, k]."""
+    args = ([stride] * 2, [padding] * 2, [1, 1], up, [0, 0], x.shape[1])
+    if torch.is_autocast_enabled(x.device.type):  # the op autocast would run the conv in
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+    return _FixedConv.apply(x, weight.to(x.dtype), args)
+
+
 def upsample2d(x: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
     """×2 bilinear-like upsampling: zeros between the pixels, then the filter (gain 4)."""
-    return F.conv_transpose2d(x, _depthwise(x, filt) * 4, stride=2, padding=1, groups=x.shape[1])
+    return fixed_conv(x, _depthwise(x, filt) * 4, stride=2, padding=1, up=True)
 
 
 def downsample2d(x: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
     """÷2: the filter, then every second pixel."""
-    return F.conv2d(x, _depthwise(x, filt), stride=2, padding=1, groups=x.shape[1])
+    return fixed_conv(x, _depthwise(x, filt), stride=2, padding=1)
 
 
 def blur(x: torch.Tensor, filt: torch.Tensor, pad: int, gain: float = 1.0) -> torch.Tensor:
     """The filter at stride 1 on ``x`` padded by ``pad`` on every side."""
     x = F.pad(x, [pad] * 4)
-    return F.conv2d(x, _depthwise(x, filt) * gain, groups=x.shape[1])
+    return fixed_conv(x, _depthwise(x, filt) * gain)
 
 
 def bias_act(
@@ -168,9 +217,13 @@ def modulated_conv2d(
             1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
         )
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, k, k]
-    dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None  # [N, O]
+    dcoefs = None
+    if demodulate:  # Σᵢₖ (W·s)² = Σᵢ sᵢ² Σₖ W²: a matmul, not a weight per sample [N, O, I, k, k]
+        with torch.autocast(x.device.type, enabled=False):  # in fp32 (or fp64), as before
+            energy = at_least_fp32(styles).square() @ weight.square().sum(dim=[2, 3]).t()
+        dcoefs = (energy + 1e-8).rsqrt()  # [N, O]
     if fused:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, k, k]
         if dcoefs is not None:
             w = w * dcoefs.reshape(n, -1, 1, 1, 1)
         x = x.reshape(1, -1, *x.shape[2:])
