@@ -40,7 +40,8 @@ def test_a_fold_leaves_its_photo_out_of_training_and_the_bench_judges_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A tiny fold run as users run it: the held-out photo's tiles are the whole test set and
-    appear in no training crop; the table, its verdicts and the picture are written."""
+    appear in no training crop; the table, its verdicts and the picture are written; --force
+    trains again from scratch."""
     pytest.importorskip("skimage", reason="scikit-image holds the photos")
     held_out = "hubble_deep_field"
     tiny = [*_COLORIZE, "train.steps=2", "train.batch_size=8", "data.shuffle_buffer=8"]
@@ -70,3 +71,6 @@ def test_a_fold_leaves_its_photo_out_of_training_and_the_bench_judges_it(
     # the same --out again replaces nothing without --force: one line, exit 2, before any work
     assert main([*argv, *tiny]) == 2
     assert "--force" in capsys.readouterr().err
+    # with --force the fold trains afresh: the run already there is never resumed
+    assert main([*argv, "--force", *tiny]) == 0
+    assert "resumed from" not in (tmp_path / held_out / "train.log").read_text()

@@ -76,12 +76,13 @@ def build_fold_shards(name: str, folder: Path, size: int, crops: int | None) -> 
 def train_fold(recipe: str, fold: Path, tiles: int, overrides: list[str]) -> Path:
     """``distgan train`` on the six photos (a fresh process, its output in ``train.log``);
     returns the last checkpoint. The fold's own evaluation is off: its figures would come from
-    the held-out photo, and nothing may be chosen on it."""
+    the held-out photo, and nothing may be chosen on it. A run already there (``--force``) is
+    moved aside and trained afresh, never resumed: it may come from other settings."""
     command = [
         sys.executable, "-m", "distgan", "train", recipe,
         f"data.shards={fold / 'shards' / 'train'}", f"eval.shards={fold / 'shards' / 'test'}",
         "eval.every=0", "eval.best=null", f"eval.n={tiles}", f"run.dir={fold / 'run'}",
-        "run.overwrite=true", "log.wandb=disabled", *overrides,
+        "resume=never", "run.overwrite=true", "log.wandb=disabled", *overrides,
     ]  # fmt: skip
     with open(fold / "train.log", "w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
