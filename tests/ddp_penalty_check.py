@@ -235,3 +235,6 @@ def stylegan2_cases(accelerator) -> dict[str, dict]:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    from distgan.cli import exit_before_finalizing
+
+    exit_before_finalizing(0)  # (a gloo rank may abort in interpreter finalization: cli.py)
