@@ -64,7 +64,9 @@ class _FixedConvTranspose(torch.autograd.Function):
     """The transpose of :class:`_FixedConv`: g ↦ Aᵀg (a convolution's input gradient)."""
 
     @staticmethod
-    def forward(ctx, grad: torch.Tensor, weight: torch.Tensor, args: tuple, x_shape) -> tuple:
+    def forward(
+        ctx, grad: torch.Tensor, weight: torch.Tensor, args: tuple, x_shape
+    ) -> torch.Tensor:
         ctx.save_for_backward(weight)
         ctx.args = args
         weight = weight.to(grad.dtype)  # the forward may have run under autocast
@@ -83,8 +85,8 @@ def fixed_conv(
 ) -> torch.Tensor:
     """A depthwise convolution (transposed with ``up``) by a constant ``weight`` [C, 1, k, k]."""
     args = ([stride] * 2, [padding] * 2, [1, 1], up, [0, 0], x.shape[1])
-    if torch.is_autocast_enabled(x.device.type):  # the op autocast would run the conv in
-        dtype = torch.get_autocast_dtype(x.device.type)
+    if torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64:
+        dtype = torch.get_autocast_dtype(x.device.type)  # as autocast would run the conv
         x, weight = x.to(dtype), weight.to(dtype)
     return _FixedConv.apply(x, weight.to(x.dtype), args)
 
