@@ -289,11 +289,11 @@ class Precision:
         self.scalers = {
             name: torch.amp.GradScaler(device.type, enabled=use_scaler) for name in phase_names
         }
-        # optimizer steps skipped by the fp16 scalers since start-up, and in a row: device
-        # tensors, read on the host only when logged (``check``)
-        self.skipped_steps = torch.zeros((), dtype=torch.int64, device=device)
-        self.skipped_in_a_row = torch.zeros((), dtype=torch.int64, device=device)
-        self.longest_in_a_row = torch.zeros((), dtype=torch.int64, device=device)  # since ``check``
+        # fp16 optimizer steps skipped since start-up, in a row, and the longest run since the
+        # last ``check``: device tensors, read on the host only when logged
+        self.skipped_steps, self.skipped_in_a_row, self.longest_in_a_row = (
+            torch.zeros((), dtype=torch.int64, device=device) for _ in range(3)
+        )
         self.max_skipped_in_a_row = max_skipped_in_a_row
 
     @contextlib.contextmanager
@@ -308,10 +308,9 @@ class Precision:
         self.scalers[phase].scale(loss).backward()
 
     def step(self, optimizers: list[torch.optim.Optimizer], phase: str) -> torch.Tensor | None:
-        """One step of each optimizer. Under fp16, a device flag: False where the scaler skipped
-        them (inf/NaN gradients), found without a host sync: the scaler lowers its scale exactly
-        when it found inf/NaN. Skips are counted (``skipped_steps``, logged as
-        ``amp/skipped_steps``); ``check`` stops a diverged run. None without a scaler."""
+        """One step of each optimizer. Under fp16, a device flag (no host sync), False where the
+        scaler skipped them for inf/NaN gradients, which is exactly when it lowers its scale;
+        skips are counted (logged as ``amp/skipped_steps``). None without a scaler."""
         scaler = self.scalers[phase]
         if not scaler.is_enabled():
             for optimizer in optimizers:
@@ -328,12 +327,9 @@ class Precision:
         return ~skipped
 
     def check(self) -> None:
-        """Called when the losses are logged (a host sync then anyway): a run whose optimizer
-        steps were all skipped ``max_skipped_in_a_row`` times in a row has diverged; it stops,
-        rather than going on without learning (and with no loss to log)."""
-        if not any(scaler.is_enabled() for scaler in self.scalers.values()):
-            return
-        in_a_row = int(self.longest_in_a_row)
+        """At each log (a host sync anyway): ``max_skipped_in_a_row`` fp16 steps skipped in a
+        row mean a diverged run; it stops rather than go on without learning."""
+        in_a_row = int(self.longest_in_a_row)  # (always 0 without fp16)
         self.longest_in_a_row.zero_()
         if in_a_row >= self.max_skipped_in_a_row:
             scale = ", ".join(f"{n} {s.get_scale():.3g}" for n, s in self.scalers.items())
