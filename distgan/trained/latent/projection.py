@@ -116,9 +116,11 @@ def project(
     w_avg: torch.Tensor,
     w_std: float,
     seed: int = 0,
+    on_step: Callable[[], object] | None = None,
 ) -> Projection:
     """Optimise one w (and the noise maps) so that ``G.synthesis`` of it is close to the
-    target by ``distance``; the reference's schedule over ``steps``."""
+    target by ``distance``; the reference's schedule over ``steps`` (``on_step`` after each:
+    a progress bar)."""
     device = w_avg.device
     generator = torch.Generator().manual_seed(seed)
 
@@ -143,6 +145,8 @@ def project(
                 for n in noise:
                     n -= n.mean()
                     n *= n.square().mean().rsqrt()
+            if on_step is not None:
+                on_step()
     w, noise = w.detach(), [n.detach() for n in noise]
     with torch.no_grad():
         image = G.synthesis(_broadcast(G, w), noise_mode="random", noise=noise)

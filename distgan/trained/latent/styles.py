@@ -11,11 +11,13 @@ column seed's.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import Progress
 from torch import nn
 
 from distgan.errors import ConfigError
@@ -194,7 +196,10 @@ def cmd_project(args: argparse.Namespace) -> int:
             distance = projection.lpips_distance(lpips_net, target)
         else:
             distance = projection.pixel_and_discriminator(model.networks["D"], target)
-        result = projection.project(G, distance, args.steps, w_avg, w_std, args.seed)
+        with Progress(transient=True) as progress:  # ~20 ms a step at 32 px on a CPU core
+            task = progress.add_task(f"projecting {Path(source).name}", total=args.steps)
+            advance = functools.partial(progress.advance, task)
+            result = projection.project(G, distance, args.steps, w_avg, w_std, args.seed, advance)
         unit = (result.image.clamp(-1, 1).cpu() + 1) / 2
         pixels = (unit[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
         write_png(pixels[..., 0] if pixels.shape[2] == 1 else pixels, png)
