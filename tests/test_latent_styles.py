@@ -76,6 +76,11 @@ def test_mixing_cells_are_column_images_with_all_layers_and_row_images_with_none
     assert "exists; pass --force" in one_line_error(capsys, argv)
     assert (out.read_bytes(), out.stat().st_mtime_ns) == before
     assert main([*argv, "--force", "--layers", "0"]) == 0 and out.read_bytes() != before[0]
+    # --wandb reaches the latent tools' W&B upload (tests/test_latent.py runs it offline): this
+    # run's log.wandb is disabled, which it says
+    capsys.readouterr()
+    assert main([*argv, "--force", "--wandb"]) == 0
+    assert "--wandb: W&B is disabled for this run (log.wandb)" in capsys.readouterr().err
     line = one_line_error(capsys, [*argv, "--force", "--layers", f"2-{num_ws}"])
     assert f"this model's layers are 0–{num_ws - 1}" in line
 
@@ -116,7 +121,9 @@ def test_projection_recovers_a_generated_digit_and_never_overwrites(
     assert "seven.npz exists; pass --force" in one_line_error(capsys, [*argv, "--steps", "2"])
     assert sorted(out.iterdir()) == [out / "seven.npz"]
     assert (out / "seven.npz").read_bytes() == written[out / "seven.npz"][0]
-    assert main([*argv, "--steps", "2", "--force"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--steps", "2", "--force", "--wandb"]) == 0
+    assert "--wandb: W&B is disabled" in capsys.readouterr().err
     assert (out / "seven.npz").read_bytes() != written[out / "seven.npz"][0]
 
 

@@ -151,7 +151,7 @@ def _done(args, model: Model, paths: list[Path], what: str) -> int:
     for path in paths:
         print(f"distgan: wrote {what} to {path}", file=sys.stderr)
     if args.wandb:
-        _log_to_wandb(model, args.tool, paths)
+        figures.log_to_wandb(model, args.tool, paths)
     return 0
 
 
@@ -334,34 +334,6 @@ def _coloured(model: Model, args) -> tuple[torch.Tensor, np.ndarray, list[str]]:
     name, target = space.target_of(shards.info, args.attr, None)
     has = torch.cat([target(b) for b in batches]).long().numpy()
     return images, has, [f"not {name}", name]
-
-
-def _log_to_wandb(model: Model, tool: str, paths: list[Path]) -> None:
-    """Log the figures into the checkpoint's W&B run (its id; offline unless logged in)."""
-    from distgan.engine.reporting import resolve_wandb_mode
-    from distgan.engine.trackers import wandb_init_args
-
-    mode, _ = resolve_wandb_mode(model.cfg.log.wandb)
-    if mode == "disabled":
-        print("distgan: --wandb: W&B is disabled for this run (log.wandb)", file=sys.stderr)
-        return
-    import wandb
-
-    names = wandb_init_args(model.cfg.log, model.cfg.name)
-    run = wandb.init(
-        **{k: v for k, v in names.items() if k in ("project", "entity")},  # the run's own
-        id=model.state.get("wandb_id"),
-        resume="allow",
-        dir=str(model.cfg.run_dir),
-        mode=mode,
-        settings=wandb.Settings(silent=True, console="off"),
-    )
-    images = [p for p in paths if p.suffix.lower() == ".png"]
-    if images:
-        run.log({f"latent/{tool}": [wandb.Image(str(p), caption=p.name) for p in images]})
-    run.finish()
-    wandb.teardown()  # stop the wandb-core service now (the notebook or CLI goes on)
-    print(f"distgan: logged {len(images)} figure(s) to W&B run {run.id} ({mode})", file=sys.stderr)
 
 
 TOOLS = {

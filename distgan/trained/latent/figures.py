@@ -1,14 +1,19 @@
-"""The latent tools' pictures: image grids (torchvision) and labelled figures (matplotlib, drawn
-off-screen)."""
+"""The latent tools' pictures: image grids (torchvision), labelled figures (matplotlib, drawn
+off-screen), and their upload to the run's W&B run (``--wandb``)."""
 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
+
+if TYPE_CHECKING:
+    from distgan.trained.model import Model
 
 
 def save_grid(images: torch.Tensor, path: Path, per_row: int) -> None:
@@ -95,3 +100,31 @@ def scatter(points: np.ndarray, colours: np.ndarray, names: list[str], path: Pat
     axes.set_yticks([])
     axes.set_title(title, fontsize=9)
     _save(figure, path)
+
+
+def log_to_wandb(model: Model, tool: str, paths: list[Path]) -> None:
+    """Log the figures into the checkpoint's W&B run (its id; offline unless logged in)."""
+    from distgan.engine.reporting import resolve_wandb_mode
+    from distgan.engine.trackers import wandb_init_args
+
+    mode, _ = resolve_wandb_mode(model.cfg.log.wandb)
+    if mode == "disabled":
+        print("distgan: --wandb: W&B is disabled for this run (log.wandb)", file=sys.stderr)
+        return
+    import wandb
+
+    names = wandb_init_args(model.cfg.log, model.cfg.name)
+    run = wandb.init(
+        **{k: v for k, v in names.items() if k in ("project", "entity")},  # the run's own
+        id=model.state.get("wandb_id"),
+        resume="allow",
+        dir=str(model.cfg.run_dir),
+        mode=mode,
+        settings=wandb.Settings(silent=True, console="off"),
+    )
+    images = [p for p in paths if p.suffix.lower() == ".png"]
+    if images:
+        run.log({f"latent/{tool}": [wandb.Image(str(p), caption=p.name) for p in images]})
+    run.finish()
+    wandb.teardown()  # stop the wandb-core service now (the notebook or CLI goes on)
+    print(f"distgan: logged {len(images)} figure(s) to W&B run {run.id} ({mode})", file=sys.stderr)

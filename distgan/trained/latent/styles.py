@@ -129,6 +129,8 @@ def cmd_mix(args: argparse.Namespace) -> int:
     chosen = ",".join(map(str, layers))
     print(f"distgan: wrote a style-mixing grid (layers {chosen} of 0–{G.num_ws - 1}) to {out}",
           file=sys.stderr)  # fmt: skip
+    if args.wandb:
+        figures.log_to_wandb(model, "mix", [out])
     return 0
 
 
@@ -210,6 +212,8 @@ def cmd_project(args: argparse.Namespace) -> int:
         save_npz(npz, **saved)
         psnr = _psnr(unit, (target.cpu() + 1) / 2)
         print(f"distgan: {source} → {png} ({psnr:.1f} dB)", file=sys.stderr)
+    if args.wandb:
+        figures.log_to_wandb(model, "project", images)
     return 0
 
 
@@ -229,6 +233,7 @@ def add_parsers(tools) -> None:
         t.add_argument("--weights", choices=["ema", "raw"], default=None)
         t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
         t.add_argument("--force", action="store_true", help="replace existing output files")
+        t.add_argument("--wandb", action="store_true", help="also log to the run's W&B")
 
     t = tools.add_parser("mix", help="StyleGAN2 style-mixing grid (rows × columns of seeds)")
     common(t)
