@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from conftest import assert_bit_identical, launch_cmd, run, run_and_kill_after, train_recipes_cmd
+from PIL import Image
 
 from distgan.augment import translation
 from distgan.data.info import DatasetInfo
@@ -277,6 +278,8 @@ def test_accumulation_run_wide_state_and_exact_resume(tally_shards, tmp_path: Pa
         assert p4 == p1
         ada4, ada1 = (state[processes, k]["run_state"]["aug"]["p"] for k in ("k4", "k1"))
         assert ada4 == ada1 != 0.2  # ADA's p: the same sums over the ranks, and it moved
+        with Image.open(tmp_path / f"p{processes}-k1" / "loss.png") as plot:
+            assert plot.height == 650  # the losses, and under them ADA's p and r_t
 
     # run-wide sums over all ranks: every pixel of each epoch counted once, however many ranks
     for (processes, name), s in state.items():

@@ -264,7 +264,7 @@ def _format_stats(values: dict[str, float], rate: float) -> str:
 
 def plot_losses(metrics_file: Path, out: Path) -> None:
     """Loss curves from ``metrics.jsonl`` (records of one step merged; a resumed run's repeated
-    steps: the last value wins)."""
+    steps: the last value wins), and under them ADA's p and r_t when the run adapted p."""
     if not metrics_file.is_file():
         return
     import matplotlib
@@ -281,14 +281,20 @@ def plot_losses(metrics_file: Path, out: Path) -> None:
             continue  # an empty line, or one cut short by a crash
     steps = sorted(by_step)
     keys = sorted({k for r in by_step.values() for k in r if k.startswith("loss/")})
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key in keys:
-        points = [(s, by_step[s][key]) for s in steps if key in by_step[s]]
-        ax.plot([p[0] for p in points], [p[1] for p in points], label=key)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    augmented = any("aug/rt" in r for r in by_step.values())
+    fig, axes = plt.subplots(2 if augmented else 1, figsize=(7, 6.5 if augmented else 4),
+                             sharex=True, squeeze=False)  # fmt: skip
+    panels = [(axes[0, 0], keys, "loss")]
+    if augmented:
+        panels.append((axes[1, 0], ["aug/p", "aug/rt"], "ADA"))
+    for ax, panel_keys, ylabel in panels:
+        for key in panel_keys:
+            points = [(s, by_step[s][key]) for s in steps if key in by_step[s]]
+            ax.plot([p[0] for p in points], [p[1] for p in points], label=key)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
