@@ -73,7 +73,7 @@ def test_resampling_has_the_derivatives_of_a_grouped_convolution(resample: str) 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=g)
     scale = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=g).requires_grad_(True)
-    probe = torch.randn_like(theirs(x), generator=None)
+    probe = torch.randn(theirs(x).shape, dtype=torch.float64, generator=g)
     results = []
     for op in (ours, theirs):
         x_in = x.clone().requires_grad_(True)

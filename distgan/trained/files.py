@@ -212,16 +212,21 @@ def plan_outputs(paths: list[str], out_dir: Path, force: bool) -> list[Path]:
             raise ConfigError(
                 f"--out {out_dir}: {target} is an input ({source}); choose another --out"
             )
-    existing = [t for t in targets if t.exists() or t.is_symlink()]
-    folders = [t for t in existing if t.is_dir()]
+    folders = [t for t in targets if t.is_dir()]
     if folders:
         raise ConfigError(f"--out {out_dir}: {folders[0]} is a folder; choose another --out")
+    refuse_existing(targets, force)
+    return targets
+
+
+def refuse_existing(paths: list[Path], force: bool) -> None:
+    """One line if any of ``paths`` exists (a link too) and ``force`` is not given."""
+    existing = [p for p in paths if p.exists() or p.is_symlink()]
     if existing and not force:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise ConfigError(
             f"{existing[0]} exists{more}; pass --force to replace it, or choose another --out"
         )
-    return targets
 
 
 def _out_of_memory(err: BaseException) -> bool:

@@ -21,7 +21,7 @@ from rich.progress import Progress
 from torch import nn
 
 from distgan.errors import ConfigError
-from distgan.trained.files import plan_outputs, read_pixels, write_png
+from distgan.trained.files import plan_outputs, read_pixels, refuse_existing, write_png
 from distgan.trained.latent import figures, projection
 from distgan.trained.model import Model, load
 from distgan.trained.outputs import check_out, save_npz
@@ -117,7 +117,7 @@ def mixing_grid(
 
 def cmd_mix(args: argparse.Namespace) -> int:
     out = check_out(Path(args.out), (".png",), "PNG")
-    _refuse_existing([out], args.force)
+    refuse_existing([out], args.force)
     model = load(args.ckpt, args.device, args.weights)
     G = generator(model)
     layers = coarse_layers(G.num_ws) if args.layers is None else parse_layers(args.layers, G.num_ws)
@@ -159,20 +159,11 @@ def read_target(path: Path, channels: int, resolution: int) -> torch.Tensor:
     return (array / 127.5 - 1)[None]
 
 
-def _refuse_existing(paths: list[Path], force: bool) -> None:
-    existing = [p for p in paths if p.exists() or p.is_symlink()]
-    if existing and not force:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise ConfigError(
-            f"{existing[0]} exists{more}; pass --force to replace it, or choose another --out"
-        )
-
-
 def cmd_project(args: argparse.Namespace) -> int:
     out = Path(args.out)
     images = plan_outputs(args.images, out, args.force)  # DIR/<stem>.png, checked
     arrays = [p.with_suffix(".npz") for p in images]
-    _refuse_existing(arrays, args.force)
+    refuse_existing(arrays, args.force)
     if args.steps < 1:
         raise ConfigError(f"--steps {args.steps}: at least 1")
     distance_file = projection.check_vgg16(args.lpips) if args.lpips else None
